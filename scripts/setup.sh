@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Idempotent setup on a fresh machine: Debian data package, .venv with torch from local disk,
+# then edgekd with its training, export and dev extras.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+
+if [ ! -d /usr/share/datasets/fashion-mnist ]; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -q
+  $SUDO apt-get install -y -q dataset-fashion-mnist
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+# torch first, pinned to the pair that imports together (pip takes them from this machine's disk);
+# the project's lower bounds are then already satisfied and pip pulls no other torch.
+.venv/bin/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
+.venv/bin/python -m pip install -q -e ".[train,export,dev]"
+echo "edgekd: environment ready in .venv ($(.venv/bin/python -c 'import torch,timm;print("torch",torch.__version__,"timm",timm.__version__)'))"
