@@ -1,0 +1,46 @@
+"""`DataConfig`: everything that decides which images a run trains and tests on."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+
+@dataclass
+class DataConfig:
+    """Defaults reproduce the paper: stratified 80/20 split, full training set, seed 0.
+
+    `fraction`/`draw`: the training subset (e.g. 0.01, draw 0..4). `test_limit`/`train_limit`:
+    at most this many images per class (stratified caps for quick CPU runs). `cache_dir`: decoded-
+    image cache (None = decode every epoch). `num_classes`: fail early if the dataset differs.
+    """
+
+    root: str = "fashion-mnist"
+    layout: str = "auto"
+    split: str = "stratified"
+    test_size: float = 0.2
+    seed: int = 0
+    fraction: float = 1.0
+    draw: int = 0
+    test_limit: int | None = None
+    train_limit: int | None = None
+    cache_dir: str | None = None
+    verify: str = "quick"
+    num_classes: int | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DataConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            from edgekd.errors import EdgeKDError
+
+            raise EdgeKDError(f"unknown data option(s) {sorted(unknown)}; fix: use {sorted(known)}")
+        return cls(**d)
+
+    def split_key(self) -> dict:
+        """The fields that define which images land in train/test (a resumed run must match them)."""
+        return {k: getattr(self, k) for k in ("layout", "split", "test_size", "seed", "fraction", "draw",
+                                              "test_limit", "train_limit")}
