@@ -1,0 +1,51 @@
+"""Preprocessed, labelled batches streamed from a manifest (torch-free).
+
+Why: verify and bench read the medical test split exactly as serving does (the metadata's
+preprocessing through `edgekd.preprocess.preprocess_numpy`) without holding the whole split in
+memory; the last batch is simply shorter.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from edgekd.errors import EdgeKDError
+from edgekd.export import contract
+
+
+def manifest_items(data: str | Path, classes: list[str] | None = None) -> list[tuple[str, int]]:
+    """Items of a manifest JSON (or a dataset folder via `edgekd.data.discover`), labels checked.
+
+    The manifest's class names must equal the model's (same order), or every label means
+    something else and accuracy would be silently wrong.
+    """
+    data = Path(data)
+    if data.is_dir():
+        from edgekd.data import discover
+
+        index = discover(str(data))
+        found, items = list(index.classes), [(s.path, int(s.label)) for s in index.samples]
+    else:
+        if not data.exists():
+            raise EdgeKDError(f"--data {data}: no such manifest or folder")
+        m = contract.load_manifest(data)
+        found, items = list(m.classes), [(str(p), int(l)) for p, l in m.items]
+    if classes is not None and found != list(classes):
+        raise EdgeKDError(
+            f"classes in {data} ({found[:6]}...) differ from the model's ({list(classes)[:6]}...); "
+            "pass the test manifest of the run the model was trained on"
+        )
+    if not items:
+        raise EdgeKDError(f"{data} has no images")
+    return items
+
+
+def iter_batches(items: list[tuple[str, int]], preprocess: dict, batch_size: int = 32) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    cfg = contract.preprocess_config(preprocess)
+    for i in range(0, len(items), batch_size):
+        chunk = items[i : i + batch_size]
+        x = np.stack([contract.preprocess_numpy(contract.load_image(p), cfg) for p, _ in chunk]).astype(np.float32)
+        yield x, np.array([l for _, l in chunk], dtype=np.int64)

@@ -1,0 +1,146 @@
+"""Time an artifact the way a clinic box would run it: torch-free, batch-1 percentiles.
+
+Why separate numbers: load/compile time happens once per process and would swamp
+per-image latency; p50/p90/p99 after warm-up is what a user waits for; throughput at a
+larger batch is what a batch job gets. The machine record (CPU model, ISA flags that decide
+which INT8/BF16 kernels run, threads, runtime versions) makes numbers comparable across
+boxes. MUST NOT import torch or timm (tested with torch made unimportable).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
+
+
+@dataclass
+class BenchConfig:
+    warmup: int = 10
+    iters: int = 100
+    min_seconds: float = 0.0  # keep timing until both iters and min_seconds are reached
+    max_seconds: float = 30.0  # stop early on slow boxes (records how many iterations ran)
+    throughput_batch: int = 32  # 0 = skip the throughput run
+    throughput_iters: int = 5
+
+
+@dataclass
+class BenchResult:
+    name: str
+    runtime: str
+    precision: str
+    batch: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    iters: int
+    load_seconds: float
+    throughput_batch: int = 0
+    throughput_ips: float = 0.0  # images / s
+    size_mb: float = 0.0
+    threads: int | None = None
+    details: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def time_calls(fn: Callable[[], Any], cfg: BenchConfig) -> np.ndarray:
+    """Latencies (ms) of `fn` after `cfg.warmup` untimed calls."""
+    for _ in range(cfg.warmup):
+        fn()
+    times: list[float] = []
+    start = time.perf_counter()
+    while True:
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+        elapsed = time.perf_counter() - start
+        if (len(times) >= cfg.iters and elapsed >= cfg.min_seconds) or elapsed >= cfg.max_seconds:
+            break
+    return np.asarray(times)
+
+
+def bench_runner(runner: Any, input_shape: tuple[int, int, int], name: str = "", precision: str = "",
+                 cfg: BenchConfig | None = None, throughput_runner: Any = None, size_mb: float = 0.0,
+                 sample: np.ndarray | None = None) -> BenchResult:
+    """Batch-1 latency of `runner` (+ throughput with `throughput_runner`, default the same).
+
+    `sample`: a real preprocessed image to time (data-dependent kernels are rare, but the
+    clinic number should come from a clinic image when one is given); else random normal.
+    """
+    cfg = cfg or BenchConfig()
+    rng = np.random.default_rng(0)
+    x1 = sample[None].astype(np.float32) if sample is not None else rng.standard_normal((1, *input_shape), dtype=np.float32)
+    t = time_calls(lambda: runner.predict(x1), cfg)
+    info = runner.info() if hasattr(runner, "info") else {}
+    res = BenchResult(
+        name=name or Path(str(getattr(runner, "path", "?"))).name, runtime=getattr(runner, "runtime", "?"),
+        precision=precision, batch=1, p50_ms=float(np.percentile(t, 50)), p90_ms=float(np.percentile(t, 90)),
+        p99_ms=float(np.percentile(t, 99)), mean_ms=float(t.mean()), iters=len(t),
+        load_seconds=float(getattr(runner, "load_seconds", 0.0)), size_mb=size_mb,
+        threads=info.get("num_threads", getattr(getattr(runner, "cfg", None), "threads", None)), details=info,
+    )
+    if cfg.throughput_batch:
+        tr = throughput_runner or runner
+        xb = rng.standard_normal((cfg.throughput_batch, *input_shape), dtype=np.float32)
+        tb = time_calls(lambda: tr.predict(xb), BenchConfig(warmup=1, iters=cfg.throughput_iters, max_seconds=cfg.max_seconds))
+        res.throughput_batch = cfg.throughput_batch
+        res.throughput_ips = float(cfg.throughput_batch / (np.median(tb) / 1e3))
+    return res
+
+
+def cpu_info() -> dict[str, Any]:
+    """CPU model, ISA flags relevant to INT8/BF16 kernels, logical cores (Linux /proc/cpuinfo)."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        m = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
+        model = m.group(1).strip() if m else model
+        f = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
+        flags = set(f.group(1).split()) if f else set()
+    except OSError:
+        pass
+    return {
+        "cpu_model": model,
+        "isa": {k: (k in flags) for k in ISA_FLAGS},
+        "logical_cores": os.cpu_count(),
+        "affinity_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+    }
+
+
+def gpu_info() -> dict[str, Any] | None:
+    """GPU name/driver via nvidia-smi (no CUDA import), or None."""
+    exe = shutil.which("nvidia-smi")
+    if not exe:
+        return None
+    try:
+        out = subprocess.run([exe, "--query-gpu=name,driver_version,compute_cap", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10).stdout.strip().splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if not out:
+        return None
+    name, driver, cc = [s.strip() for s in (out[0].split(",") + ["", ""])[:3]]
+    return {"gpu_name": name, "driver": driver, "compute_capability": cc}
+
+
+def machine_info() -> dict[str, Any]:
+    from edgekd.export.runtimes import runtime_version
+
+    info = {
+        **cpu_info(), "gpu": gpu_info(), "os": platform.platform(), "python": platform.python_version(),
+        "runtimes": {r: runtime_version(r) for r in ("onnxruntime", "openvino", "tensorrt")},
+    }
+    return info

@@ -1,0 +1,209 @@
+"""`edgekd export | verify | bench`: argument parsing only; the work lives in its modules.
+
+Exit codes: 0 = everything built and within thresholds; 1 = an artifact failed to build or
+broke a verify threshold (the report names which and why); 2 = bad input (EdgeKDError,
+printed by the dispatcher without a traceback). `bench` imports neither torch nor timm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from edgekd.errors import EdgeKDError
+from edgekd.export.options import CALIB_METHODS, ORT_QUANT_FORMATS, PRECISIONS, TARGETS
+
+
+def _csv(s: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in s.split(",") if x.strip())
+
+
+def export_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="edgekd export", description="Export a trained student to ONNX / OpenVINO / "
+                                 "TensorRT, verify every artifact on the test split, time it, write a report.")
+    ap.add_argument("--run", type=Path, help="trainer run directory (or a .safetensors with its .json sidecar)")
+    ap.add_argument("--target", default="all", choices=[*TARGETS, "all"])
+    ap.add_argument("--precision", default=None, choices=[*PRECISIONS, "all"],
+                    help="default: the target's usual set (onnx: fp32+int8; openvino: fp32+fp16+int8; tensorrt: fp16+int8)")
+    ap.add_argument("--data", type=Path, help="test manifest JSON or dataset folder (default: RUN/data/test.json)")
+    ap.add_argument("--calib-data", type=Path, help="calibration manifest (default: RUN/data/train.json; never the test split)")
+    ap.add_argument("--calib-size", type=int, help="calibration images, class-stratified (default 300 or the whole split)")
+    ap.add_argument("--calib-method", choices=CALIB_METHODS, help="ONNX Runtime calibration (default minmax)")
+    ap.add_argument("--quant-format", choices=ORT_QUANT_FORMATS, help="ONNX Runtime INT8 form for the CPU artifact (default qoperator)")
+    ap.add_argument("--keep-float", type=_csv, help="comma list of op types / node-name substrings kept float "
+                    "(default per architecture: ViT LayerNormalization,Gelu,Erf,Softmax; ConvNeXt LayerNormalization)")
+    ap.add_argument("--out", type=Path, help="output folder (default RUN/export)")
+    ap.add_argument("--opset", type=int, default=20, help="ONNX opset, >= 17 (20 keeps GELU one op; 17 for TensorRT < 10)")
+    ap.add_argument("--no-verify", action="store_true")
+    ap.add_argument("--no-bench", action="store_true", help="skip the batch-1 latency column")
+    ap.add_argument("--threshold", action="append", metavar="PREC.drop=PT|PREC.agreement=PCT",
+                    help="override a verify threshold, e.g. int8.drop=1.5 (repeatable)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=32, help="verify batch (the last one may be partial)")
+    ap.add_argument("--bench-iters", type=int, default=50)
+    g = ap.add_argument_group("TensorRT")
+    g.add_argument("--build-on-device", action="store_true",
+                   help="build an engine on THIS GPU from a shipped ONNX (--onnx); needs no torch and no run directory")
+    g.add_argument("--onnx", type=Path, help="the ONNX to build from with --build-on-device (model.int8.qdq.onnx for int8)")
+    g.add_argument("--min-batch", type=int)
+    g.add_argument("--opt-batch", type=int)
+    g.add_argument("--max-batch", type=int)
+    return ap
+
+
+def export_main(argv: list[str]) -> int:
+    a = export_parser().parse_args(argv)
+    if a.build_on_device or a.onnx:
+        return _build_on_device(a)
+    if a.run is None:
+        raise EdgeKDError("--run RUN_DIR is required (or --build-on-device --onnx MODEL.onnx on a GPU device)")
+    from edgekd.export.pipeline import ExportRequest, command_line, run_export
+    from edgekd.export.verify import Thresholds
+
+    req = ExportRequest(
+        run=a.run, target=a.target, precision=a.precision, out=a.out, data=a.data, calib_data=a.calib_data,
+        calib_size=a.calib_size, calib_method=a.calib_method, quant_format=a.quant_format, keep_float=a.keep_float,
+        verify=not a.no_verify, bench=not a.no_bench, thresholds=Thresholds.parse(a.threshold), threads=a.threads,
+        batch_size=a.batch_size, bench_iters=a.bench_iters, min_batch=a.min_batch, opt_batch=a.opt_batch,
+        max_batch=a.max_batch, opset=a.opset, command=command_line(argv),
+    )
+    return run_export(req).exit_code
+
+
+def _build_on_device(a: argparse.Namespace) -> int:
+    from edgekd.export.options import check_options, plan_jobs
+
+    if not (a.build_on_device and a.onnx):
+        raise EdgeKDError("--build-on-device and --onnx go together: edgekd export --build-on-device --onnx model.onnx --precision fp16")
+    if a.target not in ("tensorrt", "all"):
+        raise EdgeKDError(f"--build-on-device builds TensorRT engines; --target {a.target} makes no sense with it")
+    precision = a.precision or ("int8" if ".qdq" in a.onnx.name else "fp16")
+    jobs = plan_jobs("tensorrt", precision)
+    check_options(jobs, {"min_batch": a.min_batch, "opt_batch": a.opt_batch, "max_batch": a.max_batch})
+    from edgekd.export import tensorrt_export as trtx
+
+    reason = trtx.tensorrt_unavailable_reason()
+    if reason:
+        raise EdgeKDError(f"cannot build a TensorRT engine here: {reason}")
+    out = a.out or a.onnx.parent
+    rc = 0
+    for job in jobs:
+        cfg = trtx.TrtBuildConfig(precision=job.precision, min_batch=a.min_batch or 1, opt_batch=a.opt_batch or 1,
+                                  max_batch=a.max_batch or 32)
+        engine = out / f"{a.onnx.stem.replace('.qdq', '')}.{job.precision}.engine".replace(".int8.int8", ".int8")
+        sc = trtx.build_engine(a.onnx, engine, cfg)
+        print(f"built {engine} ({sc.device.gpu_name}, sm {sc.device.compute_capability}, TensorRT {sc.device.tensorrt_version})")
+    return rc
+
+
+def verify_main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="edgekd verify", description="Check artifacts against the run's PyTorch model "
+                                 "on the test split; exit 1 if any breaks a threshold.")
+    ap.add_argument("artifacts", nargs="+", type=Path)
+    ap.add_argument("--run", type=Path, required=True, help="the run directory (or .safetensors) the artifacts came from")
+    ap.add_argument("--data", type=Path, help="test manifest (default RUN/data/test.json)")
+    ap.add_argument("--threshold", action="append")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--json", type=Path, help="also write the results as JSON")
+    a = ap.parse_args(argv)
+    from edgekd.export.batches import iter_batches, manifest_items
+    from edgekd.export.metadata import read_metadata
+    from edgekd.export.report import ReportRow, print_table
+    from edgekd.export.runtimes import RunnerConfig, open_runner
+    from edgekd.export.source import TorchRunner, resolve_run
+    from edgekd.export.verify import Thresholds, verify
+
+    thresholds = Thresholds.parse(a.threshold)
+    src = resolve_run(a.run)
+    data = a.data or src.test_manifest
+    if data is None:
+        raise EdgeKDError(f"no test manifest in {a.run}; pass --data")
+    arts = {}
+    for p in a.artifacts:
+        if not p.exists():
+            raise EdgeKDError(f"{p}: no such artifact")
+        md = read_metadata(p)
+        if md.get("weights_sha256") and src.meta.get("weights_sha256") and md["weights_sha256"] != src.meta["weights_sha256"]:
+            raise EdgeKDError(f"{p} was exported from other weights (sha256 {md['weights_sha256'][:12]}..., the run's "
+                              f"{src.meta['weights_sha256'][:12]}...); verify it against the run it came from")
+        arts[str(p)] = (open_runner(p, RunnerConfig(threads=a.threads)), str(md.get("precision", "fp32")))
+    items = manifest_items(data, src.meta["classes"])
+    results = verify(arts, TorchRunner(src.weights, a.threads), iter_batches(items, src.meta["preprocess"], a.batch_size), thresholds)
+    rows = [ReportRow(Path(r.name).name, Path(r.name).suffix, r.precision, accuracy=r.accuracy, drop_pt=r.drop_pt,
+                      agreement_pct=r.agreement_pct, max_abs_diff=r.max_abs_diff, mean_kl=r.mean_kl, passed=r.passed,
+                      reasons=r.reasons, path=r.name) for r in results]
+    print_table(rows, title=f"edgekd verify on {data} ({len(items)} images)")
+    if a.json:
+        a.json.write_text(json.dumps([r.to_dict() for r in results], indent=2))
+    bad = [r for r in results if not r.passed]
+    for r in bad:
+        print(f"FAILED {r.name}: {'; '.join(r.reasons)}", file=sys.stderr)
+    return 1 if bad else 0
+
+
+def bench_main(argv: list[str]) -> int:
+    """Torch-free: runs on a box with only `edgekd[runtime]`."""
+    ap = argparse.ArgumentParser(prog="edgekd bench", description="Time artifacts on this machine (batch-1 latency "
+                                 "percentiles, load time, throughput, size, CPU/ISA, runtime versions).")
+    ap.add_argument("artifacts", nargs="+", type=Path)
+    ap.add_argument("--data", type=Path, help="manifest or folder: time on a real preprocessed image (default random)")
+    ap.add_argument("--threads", type=int, default=2, help="0 = the runtime's default")
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--iters", type=int, default=100)
+    ap.add_argument("--throughput-batch", type=int, default=32, help="0 = skip")
+    ap.add_argument("--openvino-precision", default="f32", choices=["f32", "bf16", "f16", "default"],
+                    help="OpenVINO INFERENCE_PRECISION_HINT (default f32; 'default' = the device's choice, bf16 on AVX-512 BF16/AMX)")
+    ap.add_argument("--dynamic", action="store_true", help="time the dynamic-batch model as is (default: compile for batch 1)")
+    ap.add_argument("--json", type=Path, help="write machine + results JSON here")
+    a = ap.parse_args(argv)
+    from edgekd.export.artifacts import artifact_files
+    from edgekd.export.bench import BenchConfig, bench_runner, machine_info
+    from edgekd.export.metadata import read_metadata
+    from edgekd.export.runtimes import RunnerConfig, open_runner
+
+    machine = machine_info()
+    cfg = BenchConfig(warmup=a.warmup, iters=a.iters, throughput_batch=a.throughput_batch)
+    ovp = None if a.openvino_precision == "default" else a.openvino_precision
+    results = []
+    for p in a.artifacts:
+        if not p.exists():
+            raise EdgeKDError(f"{p}: no such artifact")
+        md = read_metadata(p)
+        chw = tuple(md.get("input_size") or ())
+        rcfg = RunnerConfig(threads=a.threads or None, static_batch=None if a.dynamic else 1, inference_precision=ovp)
+        runner = open_runner(p, rcfg)
+        if not chw:
+            chw = tuple(runner.input_shape[1:])
+        sample = None
+        if a.data:
+            from edgekd.export.batches import iter_batches, manifest_items
+
+            sample = next(iter_batches(manifest_items(a.data)[:1], {k: md[k] for k in ("input_size", "mean", "std", "interpolation", "crop_pct")}))[0][0]
+        tp = open_runner(p, RunnerConfig(threads=a.threads or None, inference_precision=ovp, latency=False)) if a.throughput_batch else None
+        size = sum(f.stat().st_size for f in artifact_files(p)) / 1e6
+        r = bench_runner(runner, chw, p.name, str(md.get("precision", "?")), cfg, throughput_runner=tp, size_mb=size, sample=sample)
+        results.append(r)
+    _print_bench(results, machine)
+    if a.json:
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        a.json.write_text(json.dumps({"machine": machine, "results": [r.to_dict() for r in results]}, indent=2, default=str))
+    return 0
+
+
+def _print_bench(results: list, machine: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    isa = ", ".join(k for k, v in machine["isa"].items() if v) or "none"
+    t = Table(title=f"edgekd bench: {machine['cpu_model']} ({machine['affinity_cores']} cores; {isa})")
+    for h in ("artifact", "runtime", "precision", "threads", "load s", "p50 ms", "p90 ms", "p99 ms", "img/s @batch", "size MB"):
+        t.add_column(h)
+    for r in results:
+        t.add_row(r.name, r.runtime, r.precision, str(r.threads), f"{r.load_seconds:.2f}", f"{r.p50_ms:.2f}",
+                  f"{r.p90_ms:.2f}", f"{r.p99_ms:.2f}", f"{r.throughput_ips:.1f} @{r.throughput_batch}" if r.throughput_batch else "-",
+                  f"{r.size_mb:.2f}")
+    Console(width=None if sys.stdout.isatty() else 200).print(t)
+    print(f"runtimes: {machine['runtimes']}; GPU: {machine['gpu'] or 'none'}")

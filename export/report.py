@@ -1,0 +1,130 @@
+"""One markdown + JSON report per export, a rich table on the console, an accuracy-vs-latency PNG.
+
+Why: the person shipping a model needs one page that says, per artifact, how big, how
+accurate (and how far from PyTorch), how fast, and whether it passed; the JSON is the same
+content for CI and dashboards. matplotlib is imported lazily (not in the runtime extra).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class ReportRow:
+    name: str
+    format: str
+    precision: str
+    status: str = "ok"  # ok | skipped | failed
+    size_mb: float | None = None
+    accuracy: float | None = None
+    drop_pt: float | None = None
+    agreement_pct: float | None = None
+    max_abs_diff: float | None = None
+    mean_kl: float | None = None
+    p50_ms: float | None = None
+    speedup_vs_torch: float | None = None
+    passed: bool | None = None
+    reasons: list[str] = field(default_factory=list)
+    path: str = ""
+
+
+COLUMNS = [("name", "artifact"), ("format", "format"), ("precision", "precision"), ("size_mb", "size MB"),
+           ("accuracy", "acc %"), ("drop_pt", "drop pt"), ("agreement_pct", "agree %"), ("max_abs_diff", "max |diff|"),
+           ("mean_kl", "mean KL"), ("p50_ms", "p50 ms"), ("speedup_vs_torch", "x torch"), ("verdict", "verdict")]
+
+
+def _fmt(key: str, row: ReportRow) -> str:
+    if key == "verdict":
+        if row.format == "pytorch":
+            return "reference"
+        if row.status != "ok":
+            return f"{row.status.upper()}: {'; '.join(row.reasons)}"
+        if row.passed is None:
+            return "not verified"
+        return "PASS" if row.passed else "FAIL: " + "; ".join(row.reasons)
+    v = getattr(row, key)
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        if key in ("max_abs_diff", "mean_kl"):
+            return f"{v:.2e}"
+        return f"{v:.2f}"
+    return str(v)
+
+
+def markdown_table(rows: list[ReportRow]) -> str:
+    head = "| " + " | ".join(h for _, h in COLUMNS) + " |"
+    sep = "|" + "---|" * len(COLUMNS)
+    body = ["| " + " | ".join(_fmt(k, r) for k, _ in COLUMNS) + " |" for r in rows]
+    return "\n".join([head, sep, *body])
+
+
+def print_table(rows: list[ReportRow], title: str = "edgekd export") -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=title)
+    for _, h in COLUMNS:
+        t.add_column(h, overflow="fold")
+    for r in rows:
+        style = "green" if r.passed and r.status == "ok" else ("yellow" if r.status == "skipped" or r.passed is None else "red")
+        t.add_row(*[_fmt(k, r) for k, _ in COLUMNS], style=style)
+    import sys
+
+    Console(width=None if sys.stdout.isatty() else 200).print(t)
+
+
+def plot_accuracy_vs_latency(rows: list[ReportRow], path: Path, reference: ReportRow | None = None) -> Path | None:
+    pts = [r for r in rows if r.accuracy is not None and r.p50_ms is not None]
+    if not pts:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    for r in pts:
+        marker = "o" if r.passed or r.passed is None else "x"
+        ax.scatter(r.p50_ms, r.accuracy, marker=marker, s=40)
+        ax.annotate(r.name, (r.p50_ms, r.accuracy), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set_xlabel("batch-1 p50 latency (ms)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("accuracy vs latency (x = failed verify)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write_report(rows: list[ReportRow], out_dir: Path, context: dict[str, Any], stem: str = "report") -> dict[str, Path]:
+    """Write STEM.md, STEM.json and STEM.png (accuracy vs latency) into out_dir."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    png = plot_accuracy_vs_latency(rows, out_dir / f"{stem}.png")
+    js = out_dir / f"{stem}.json"
+    js.write_text(json.dumps({**context, "artifacts": [asdict(r) for r in rows]}, indent=2, default=str))
+    md = out_dir / f"{stem}.md"
+    lines = [f"# edgekd export report: {context.get('architecture', '')}", ""]
+    for k in ("source_weights", "weights_sha256", "test_data", "test_images", "calibration", "command"):
+        if k in context:
+            lines.append(f"- **{k}**: `{context[k]}`")
+    m = context.get("machine", {})
+    if m:
+        isa = ", ".join(k for k, v in m.get("isa", {}).items() if v)
+        lines.append(f"- **machine**: {m.get('cpu_model')} ({m.get('logical_cores')} cores; {isa}); GPU: {m.get('gpu') or 'none'}")
+        lines.append(f"- **runtimes**: {m.get('runtimes')}")
+    if "reference" in context:
+        lines.append(f"- **reference**: {context['reference']}")
+    lines += ["", markdown_table(rows), ""]
+    notes = context.get("notes") or []
+    if notes:
+        lines += ["## Notes", *[f"- {n}" for n in notes], ""]
+    if png:
+        lines += [f"![accuracy vs latency]({png.name})", ""]
+    md.write_text("\n".join(lines))
+    return {"md": md, "json": js, **({"png": png} if png else {})}

@@ -1,0 +1,84 @@
+"""The export input: a trainer run directory (or any safetensors student + its sidecar).
+
+Why a module: export and verify both need "the PyTorch model, its sidecar, its training and
+test manifests" resolved the same way, and a PyTorch-eager runner with the same
+`predict(batch)` interface as the artifact runners (the reference every artifact is compared
+to, and the speed-up baseline). This is the only export module that imports torch.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekd.errors import EdgeKDError
+from edgekd.export import contract
+
+
+@dataclass
+class RunSource:
+    weights: Path
+    meta: dict
+    train_manifest: Path | None
+    test_manifest: Path | None
+
+    @property
+    def architecture(self) -> str:
+        return str(self.meta["architecture"])
+
+
+def resolve_run(run: str | Path, weights: str | None = None) -> RunSource:
+    """RUN_DIR (model.safetensors + model.json + data/*.json) or a .safetensors file."""
+    run = Path(run)
+    if run.suffix == ".safetensors":
+        w, root = run, run.parent
+    else:
+        if not run.is_dir():
+            raise EdgeKDError(f"--run {run}: no such run directory; pass the trainer's output folder or a .safetensors file")
+        w, root = run / (weights or "model.safetensors"), run
+    side = w.with_suffix(".json")
+    if not w.exists() or not side.exists():
+        raise EdgeKDError(f"{w} or its sidecar {side.name} is missing; export needs both (written by `edgekd train`)")
+    import json
+
+    meta = json.loads(side.read_text())
+    for key in ("architecture", "num_classes", "classes", "preprocess"):
+        if key not in meta:
+            raise EdgeKDError(f"sidecar {side} lacks {key!r}; re-save the model with edgekd.models.save_student")
+    test = root / meta.get("test_manifest", "data/test.json")
+    train = root / "data" / "train.json"
+    return RunSource(w, meta, train if train.exists() else None, test if test.exists() else None)
+
+
+class TorchRunner:
+    """PyTorch eager FP32 under inference_mode: the reference and the speed-up baseline."""
+
+    runtime = "pytorch"
+
+    def __init__(self, weights: Path, threads: int | None = 2):
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        t0 = time.perf_counter()
+        self.model, self.meta = contract.load_student(weights)
+        self.model.eval()
+        self.load_seconds = time.perf_counter() - t0
+        self.path, self.fixed_batch = weights, None
+        self.threads = threads
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            return self.model(torch.from_numpy(np.ascontiguousarray(batch, np.float32))).float().numpy()
+
+    def info(self) -> dict[str, Any]:
+        import torch
+
+        return {"runtime": "pytorch", "path": str(self.path), "load_seconds": round(self.load_seconds, 4),
+                "fixed_batch": None, "version": torch.__version__, "num_threads": torch.get_num_threads()}

@@ -1,0 +1,134 @@
+"""Check every artifact against the PyTorch model on the same preprocessed test tensors.
+
+Why: an export that silently changes predictions is worse than none. Per artifact: accuracy,
+its drop vs PyTorch (percentage points, positive = worse), top-1 agreement, max |logit diff|,
+mean KL(p_torch || p_artifact) and mean cosine similarity of the logits (agreement alone is
+uninformative when logits are tiny). Thresholds depend on precision and are configurable;
+any breach is listed by artifact and reason, and the CLIs exit non-zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable, Protocol
+
+import numpy as np
+
+
+class Predictor(Protocol):
+    def predict(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass
+class Thresholds:
+    """Max accuracy drop (pt) and min top-1 agreement (%) per precision."""
+
+    max_drop_pt: dict[str, float] = field(default_factory=lambda: {"fp32": 0.1, "fp16": 0.1, "int8": 1.0})
+    min_agreement_pct: dict[str, float] = field(default_factory=lambda: {"fp32": 99.5, "fp16": 99.5, "int8": 98.0})
+
+    @classmethod
+    def parse(cls, overrides: list[str] | None) -> "Thresholds":
+        """`["int8.drop=2", "fp32.agreement=99"]` -> Thresholds."""
+        t = cls()
+        for o in overrides or []:
+            try:
+                key, value = o.split("=")
+                prec, what = key.split(".")
+                table = {"drop": t.max_drop_pt, "agreement": t.min_agreement_pct}[what]
+                table[prec] = float(value)
+            except (ValueError, KeyError):
+                from edgekd.errors import EdgeKDError
+
+                raise EdgeKDError(f"--threshold {o!r}: expected PRECISION.drop=PT or PRECISION.agreement=PCT, e.g. int8.drop=1.5") from None
+        return t
+
+
+@dataclass
+class VerifyResult:
+    name: str
+    precision: str
+    n: int
+    accuracy: float  # %
+    reference_accuracy: float  # %
+    drop_pt: float
+    agreement_pct: float
+    max_abs_diff: float
+    mean_kl: float
+    mean_cosine: float
+    passed: bool = True
+    reasons: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z.astype(np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+class _Acc:
+    def __init__(self) -> None:
+        self.n = self.correct = self.ref_correct = self.agree = 0
+        self.max_diff = self.kl = self.cos = 0.0
+
+    def add(self, ref: np.ndarray, out: np.ndarray, y: np.ndarray) -> None:
+        if out.shape != ref.shape:
+            raise ValueError(f"artifact returned {out.shape}, reference {ref.shape}")
+        self.n += len(y)
+        self.correct += int((out.argmax(1) == y).sum())
+        self.ref_correct += int((ref.argmax(1) == y).sum())
+        self.agree += int((out.argmax(1) == ref.argmax(1)).sum())
+        self.max_diff = max(self.max_diff, float(np.abs(out.astype(np.float64) - ref).max()))
+        lp, lq = _log_softmax(ref), _log_softmax(out)
+        self.kl += float((np.exp(lp) * (lp - lq)).sum())
+        num = (ref * out).sum(1)
+        den = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1) + 1e-12
+        self.cos += float((num / den).sum())
+
+
+def verify(
+    artifacts: dict[str, tuple[Predictor, str]],
+    reference: Predictor,
+    batches: Iterable[tuple[np.ndarray, np.ndarray]],
+    thresholds: Thresholds | None = None,
+) -> list[VerifyResult]:
+    """Stream the test batches once through the reference and every artifact.
+
+    `artifacts`: name -> (runner, precision). Each batch is fed as-is, so the last partial
+    batch goes through the runner's own handling (dynamic batch, or padding it drops).
+    """
+    thresholds = thresholds or Thresholds()
+    acc = {name: _Acc() for name in artifacts}
+    for x, y in batches:
+        ref = reference.predict(x).astype(np.float64)
+        for name, (runner, _) in artifacts.items():
+            acc[name].add(ref, runner.predict(x), y)
+    results = []
+    for name, (_, precision) in artifacts.items():
+        a = acc[name]
+        n = max(a.n, 1)
+        r = VerifyResult(
+            name=name, precision=precision, n=a.n, accuracy=100 * a.correct / n,
+            reference_accuracy=100 * a.ref_correct / n, drop_pt=100 * (a.ref_correct - a.correct) / n,
+            agreement_pct=100 * a.agree / n, max_abs_diff=a.max_diff, mean_kl=a.kl / n, mean_cosine=a.cos / n,
+        )
+        check(r, thresholds)
+        results.append(r)
+    return results
+
+
+def check(r: VerifyResult, t: Thresholds) -> VerifyResult:
+    """Fill `passed`/`reasons` from the thresholds for r.precision."""
+    max_drop = t.max_drop_pt.get(r.precision, t.max_drop_pt["int8"])
+    min_agree = t.min_agreement_pct.get(r.precision, t.min_agreement_pct["int8"])
+    r.reasons = []
+    if r.n == 0:
+        r.reasons.append("no test images")
+    if r.drop_pt > max_drop + 1e-9:
+        r.reasons.append(f"accuracy drop {r.drop_pt:.2f} pt > {max_drop:g} pt allowed for {r.precision}")
+    if r.agreement_pct < min_agree - 1e-9:
+        r.reasons.append(f"top-1 agreement {r.agreement_pct:.2f}% < {min_agree:g}% required for {r.precision}")
+    r.passed = not r.reasons
+    return r

@@ -1,0 +1,95 @@
+"""Small pieces without any model: calibration subset, runner padding, verify maths, metadata."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from edgekd.export.calibration import stratified_subset
+from edgekd.export.metadata import artifact_metadata, decode, encode, preprocess_dict
+from edgekd.export.runtimes import Runner, RunnerConfig
+from edgekd.export.verify import Thresholds, VerifyResult, check, verify
+
+
+def test_stratified_subset_is_proportional_and_covers_every_class():
+    items = [(f"a{i}", 0) for i in range(600)] + [(f"b{i}", 1) for i in range(300)] + [(f"c{i}", 2) for i in range(3)]
+    sub = stratified_subset(items, 300, seed=0)
+    c = Counter(l for _, l in sub)
+    assert len(sub) == 300 and set(c) == {0, 1, 2}
+    assert abs(c[0] - 2 * c[1]) <= 2
+    assert stratified_subset(items, 300, seed=0) == sub  # deterministic
+    assert stratified_subset(items, 5000) == items  # whole split when it is smaller
+
+
+class _Echo(Runner):
+    """Fixed-batch fake: returns the per-image mean as one logit, records the batch sizes it saw."""
+
+    def __init__(self, b):
+        super().__init__("fake", RunnerConfig())
+        self.fixed_batch, self.seen = b, []
+
+    def _run(self, x):
+        assert len(x) == self.fixed_batch
+        self.seen.append(len(x))
+        return x.reshape(len(x), -1).mean(1, keepdims=True)
+
+
+def test_fixed_batch_runner_pads_and_drops_the_padding():
+    r = _Echo(4)
+    x = np.arange(10, dtype=np.float32).reshape(10, 1, 1, 1) + 1
+    out = r.predict(x)
+    assert out.shape == (10, 1) and np.allclose(out[:, 0], x.ravel())
+    assert r.seen == [4, 4, 4]
+
+
+class _Const:
+    def __init__(self, logits):
+        self.logits = logits
+
+    def predict(self, x):
+        return self.logits[: len(x)]
+
+
+def test_verify_metrics_and_thresholds():
+    ref = np.array([[2.0, 0.0], [0.0, 2.0], [2.0, 0.0], [0.0, 2.0]])
+    flipped = ref.copy()
+    flipped[3] = [2.0, 0.0]  # one of four predictions changes, and it was correct
+    y = np.array([0, 1, 0, 1])
+    batches = [(np.zeros((3, 1)), y[:3]), (np.zeros((1, 1)), y[3:])]  # partial last batch
+
+    class _Seq:
+        def __init__(self, z):
+            self.z, self.i = z, 0
+
+        def predict(self, x):
+            out = self.z[self.i : self.i + len(x)]
+            self.i += len(x)
+            return out
+
+    res = verify({"same": (_Seq(ref), "fp32"), "flip": (_Seq(flipped), "int8")}, _Seq(np.concatenate([ref, ref])), [
+        (x, yy) for x, yy in batches], Thresholds())
+    same, flip = res
+    assert same.n == 4 and same.agreement_pct == 100 and same.max_abs_diff == 0 and same.passed
+    assert flip.accuracy == 75 and flip.drop_pt == 25 and flip.agreement_pct == 75 and flip.mean_kl > 0
+    assert not flip.passed and any("drop 25.00 pt > 1 pt" in r for r in flip.reasons)
+
+
+def test_threshold_overrides():
+    t = Thresholds.parse(["int8.drop=2.5", "fp16.agreement=99"])
+    assert t.max_drop_pt["int8"] == 2.5 and t.min_agreement_pct["fp16"] == 99 and t.max_drop_pt["fp32"] == 0.1
+    r = VerifyResult("x", "fp32", 100, 90.0, 90.2, 0.2, 99.9, 0.0, 0.0, 1.0)
+    assert not check(r, Thresholds()).passed and "0.20 pt > 0.1 pt" in r.reasons[0]
+    r.drop_pt = -0.5  # better than the reference is fine
+    assert check(r, Thresholds()).passed
+
+
+def test_metadata_encoding_round_trip():
+    meta = {"architecture": "convnext_femto", "classes": ["benign", "malignant"], "weights_sha256": "ab" * 32,
+            "preprocess": {"input_size": [3, 224, 224], "mean": [0.5] * 3, "std": [0.25] * 3,
+                           "interpolation": "bicubic", "crop_pct": 1.0}}
+    md = artifact_metadata(meta, "int8")
+    assert decode(encode(md)) == md
+    assert preprocess_dict(md) == meta["preprocess"]
+    assert md["edgekd_version"] == __import__("edgekd").__version__
