@@ -24,5 +24,12 @@ echo "== 3/4 train: accelerate launch edgekd/train.py (EMA self-distillation, of
   --config edgekd/configs/lite2_to_lite0_fmnist.yaml "run_dir=$RUN/train" "$@"
 
 echo "== 4/4 export + verify + bench: ONNX, ORT INT8, OpenVINO FP32/FP16/INT8 =="
-$EDGEKD export --run "$RUN/train" --target all --out "$RUN/export"
+# exit 1 = built and verified, but an artifact broke a verify threshold (the report says which
+# and why); that is a finding about the artifact, not a failed job. Anything else is an error.
+rc=0; $EDGEKD export --run "$RUN/train" --target all --out "$RUN/export" || rc=$?
+if [ "$rc" = 1 ]; then
+  echo "note: some artifacts FAILED verification; they are listed in $RUN/export/report.md - do not deploy those"
+elif [ "$rc" != 0 ]; then
+  exit "$rc"
+fi
 echo "done: run directory $RUN/train, artifacts and report in $RUN/export"
