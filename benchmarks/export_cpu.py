@@ -285,7 +285,7 @@ def markdown(rows: list[dict], machine: dict, command: str, a: Args, extra: dict
         f"Machine: {machine['cpu_model']}, {machine['affinity_cores']} cores ({isa}); threads={a.threads}; "
         f"runtimes {machine['runtimes']}; torch {extra['torch']}.", "",
         f"p50 = best of {a.repeats} interleaved rounds' medians ({a.iters} calls each, after 10 warm-up). "
-        f"Accuracy on {rows[0]['test_images']} Fashion-MNIST test images (stand-in data; linear-probe heads, see the script "
+        f"Accuracy on {rows[0]['test_images']} Fashion-MNIST test images (stand-in data; students fine-tuned briefly, see the script "
         "docstring); drop/agreement vs PyTorch eager FP32 on the same tensors.", "",
         "| model | backend | precision | p50 ms | x torch | acc % | drop pt | agree % | size MB | config |",
         "|---|---|---|---|---|---|---|---|---|---|",

@@ -18,6 +18,7 @@ VERBS: dict[str, tuple[str, str, str]] = {
     "export": ("edgekd.export.cli", "export_main", "export to ONNX / OpenVINO / TensorRT, then verify"),
     "verify": ("edgekd.export.cli", "verify_main", "check artifacts against the PyTorch model"),
     "bench": ("edgekd.export.cli", "bench_main", "time artifacts on this machine"),
+    "predict": ("edgekd.export.predict", "main", "classify images with an exported artifact (no torch)"),
 }
 
 
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         missing = e.name or "?"
         if missing.startswith("edgekd"):
             raise
-        extra = "export" if verb in ("export", "verify", "bench") else "train"
+        extra = {"export": "export", "verify": "export", "bench": "runtime", "predict": "runtime"}.get(verb, "train")
         print(
             f"edgekd {verb}: needs the Python package {missing!r}, which is not installed.\n"
             f"  fix: pip install 'edgekd[{extra}]'",
