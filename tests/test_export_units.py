@@ -93,3 +93,16 @@ def test_metadata_encoding_round_trip():
     assert decode(encode(md)) == md
     assert preprocess_dict(md) == meta["preprocess"]
     assert md["edgekd_version"] == __import__("edgekd").__version__
+
+
+def test_calibration_batches_have_one_size():
+    """Histogram calibrators (entropy/percentile) fail on a short last batch: never make one."""
+    from edgekd.export.ort_quant import even_batch
+
+    assert even_batch(300, 16) == 15
+    assert even_batch(32, 16) == 16
+    assert even_batch(7, 16) == 7
+    assert even_batch(13, 4) == 1
+    for n in range(1, 60):
+        b = even_batch(n, 16)
+        assert n % b == 0 and b <= 16
