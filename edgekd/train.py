@@ -542,6 +542,11 @@ def main(argv: list[str] | None = None) -> int:
     if accelerator.is_main_process:
         meta = sidecar(cfg, data, epoch=progress.epoch)
         save_student(unwrap(student), run_dir / "model.safetensors", meta)
+        if aux is not None:  # S' (and the kd teacher) beside S, so `edgekd explain` shows them side by side
+            save_student(aux, run_dir / "aux.safetensors", sidecar(cfg, data, role="aux"))
+        if teacher is not None:
+            save_student(unwrap(teacher), run_dir / "teacher.safetensors", sidecar(
+                cfg, data, role="teacher", architecture=cfg.model.teacher, model_kwargs=dict(cfg.model.teacher_kwargs)))
         meta = json.loads((run_dir / "model.json").read_text())
         best = {"epoch": progress.best_epoch, "selected_by": "val_accuracy" if val_loader else "train_loss",
                 "score": progress.best}
