@@ -129,7 +129,7 @@ def verify_main(argv: list[str]) -> int:
         if md.get("weights_sha256") and src.meta.get("weights_sha256") and md["weights_sha256"] != src.meta["weights_sha256"]:
             raise EdgeKDError(f"{p} was exported from other weights (sha256 {md['weights_sha256'][:12]}..., the run's "
                               f"{src.meta['weights_sha256'][:12]}...); verify it against the run it came from")
-        arts[str(p)] = (open_runner(p, RunnerConfig(threads=a.threads)), str(md.get("precision", "fp32")))
+        arts[str(p)] = (open_runner(p, RunnerConfig(threads=a.threads)), str(md.get("precision", "unknown")))
     items = manifest_items(data, src.meta["classes"])
     results = verify(arts, TorchRunner(src.weights, a.threads), iter_batches(items, src.meta["preprocess"], a.batch_size), thresholds)
     rows = [ReportRow(Path(r.name).name, Path(r.name).suffix, r.precision, accuracy=r.accuracy, drop_pt=r.drop_pt,

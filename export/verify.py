@@ -55,6 +55,7 @@ class VerifyResult:
     max_abs_diff: float
     mean_kl: float
     mean_cosine: float
+    nonfinite: int = 0  # test images whose logits contain NaN/Inf
     passed: bool = True
     reasons: list[str] = field(default_factory=list)
 
@@ -69,18 +70,26 @@ def _log_softmax(z: np.ndarray) -> np.ndarray:
 
 
 class _Acc:
+    """Running sums over the test batches. Rows with a NaN/Inf logit are counted as
+    non-finite and never as correct or agreeing (argmax of a NaN row is 0, which could
+    otherwise "agree" with class 0), and they make max |diff| infinite."""
+
     def __init__(self) -> None:
-        self.n = self.correct = self.ref_correct = self.agree = 0
+        self.n = self.correct = self.ref_correct = self.agree = self.nonfinite = 0
         self.max_diff = self.kl = self.cos = 0.0
 
     def add(self, ref: np.ndarray, out: np.ndarray, y: np.ndarray) -> None:
         if out.shape != ref.shape:
             raise ValueError(f"artifact returned {out.shape}, reference {ref.shape}")
+        finite = np.isfinite(out).all(axis=1)
         self.n += len(y)
-        self.correct += int((out.argmax(1) == y).sum())
+        self.nonfinite += int((~finite).sum())
+        self.correct += int(((out.argmax(1) == y) & finite).sum())
         self.ref_correct += int((ref.argmax(1) == y).sum())
-        self.agree += int((out.argmax(1) == ref.argmax(1)).sum())
-        self.max_diff = max(self.max_diff, float(np.abs(out.astype(np.float64) - ref).max()))
+        self.agree += int(((out.argmax(1) == ref.argmax(1)) & finite).sum())
+        diff = np.abs(out.astype(np.float64) - ref)
+        self.max_diff = float(np.inf) if not finite.all() else max(self.max_diff, float(diff.max()))
+        out = np.where(finite[:, None], out, ref)  # KL/cosine over the finite rows; the breach is reported above
         lp, lq = _log_softmax(ref), _log_softmax(out)
         self.kl += float((np.exp(lp) * (lp - lq)).sum())
         num = (ref * out).sum(1)
@@ -100,6 +109,8 @@ def verify(
     batch goes through the runner's own handling (dynamic batch, or padding it drops).
     """
     thresholds = thresholds or Thresholds()
+    for name, (_, precision) in artifacts.items():
+        limits(thresholds, precision, name)  # fail before streaming the test split
     acc = {name: _Acc() for name in artifacts}
     for x, y in batches:
         ref = reference.predict(x).astype(np.float64)
@@ -113,19 +124,33 @@ def verify(
             name=name, precision=precision, n=a.n, accuracy=100 * a.correct / n,
             reference_accuracy=100 * a.ref_correct / n, drop_pt=100 * (a.ref_correct - a.correct) / n,
             agreement_pct=100 * a.agree / n, max_abs_diff=a.max_diff, mean_kl=a.kl / n, mean_cosine=a.cos / n,
+            nonfinite=a.nonfinite,
         )
         check(r, thresholds)
         results.append(r)
     return results
 
 
+def limits(t: Thresholds, precision: str, name: str = "") -> tuple[float, float]:
+    """(max drop pt, min agreement %) for a precision; an unknown precision is an error, never a
+    silent fallback to another precision's limits."""
+    if precision not in t.max_drop_pt or precision not in t.min_agreement_pct:
+        from edgekd.errors import EdgeKDError
+
+        raise EdgeKDError(f"{name or 'artifact'}: no verify thresholds for precision {precision!r} (known: "
+                          f"{', '.join(sorted(t.max_drop_pt))}); fix the artifact's metadata or pass "
+                          f"--threshold {precision}.drop=PT --threshold {precision}.agreement=PCT")
+    return t.max_drop_pt[precision], t.min_agreement_pct[precision]
+
+
 def check(r: VerifyResult, t: Thresholds) -> VerifyResult:
     """Fill `passed`/`reasons` from the thresholds for r.precision."""
-    max_drop = t.max_drop_pt.get(r.precision, t.max_drop_pt["int8"])
-    min_agree = t.min_agreement_pct.get(r.precision, t.min_agreement_pct["int8"])
+    max_drop, min_agree = limits(t, r.precision, r.name)
     r.reasons = []
     if r.n == 0:
         r.reasons.append("no test images")
+    if r.nonfinite or not np.isfinite(r.max_abs_diff):
+        r.reasons.append(f"non-finite logits (NaN/Inf) on {r.nonfinite} of {r.n} test images")
     if r.drop_pt > max_drop + 1e-9:
         r.reasons.append(f"accuracy drop {r.drop_pt:.2f} pt > {max_drop:g} pt allowed for {r.precision}")
     if r.agreement_pct < min_agree - 1e-9:

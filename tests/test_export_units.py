@@ -106,3 +106,29 @@ def test_calibration_batches_have_one_size():
     for n in range(1, 60):
         b = even_batch(n, 16)
         assert n % b == 0 and b <= 16
+
+
+def test_nonfinite_logits_are_a_breach():
+    """A NaN row must not count as agreeing (argmax of NaN is 0 == the reference's class 0)."""
+    ref = np.array([[2.0, 0.0], [0.0, 2.0], [2.0, 0.0], [2.0, 0.0]])
+    y = np.array([0, 1, 0, 0])
+    for bad in (np.nan, np.inf):
+        out = ref.copy()
+        out[0] = [bad, 0.0]
+        (r,) = verify({"nan": (_Const(out), "fp32")}, _Const(ref), [(np.zeros((4, 1)), y)], Thresholds(
+            max_drop_pt={"fp32": 100.0}, min_agreement_pct={"fp32": 0.0}))
+        assert r.nonfinite == 1 and not r.passed and r.agreement_pct == 75 and r.accuracy == 75
+        assert any("non-finite logits" in m for m in r.reasons) and r.max_abs_diff == np.inf
+
+
+def test_unknown_precision_is_an_error():
+    from edgekd.errors import EdgeKDError
+
+    ref = np.eye(2)
+    with pytest.raises(EdgeKDError, match="no verify thresholds for precision 'int4'"):
+        verify({"x": (_Const(ref), "int4")}, _Const(ref), [(np.zeros((2, 1)), np.array([0, 1]))])
+    r = VerifyResult("x", "bf16", 100, 90.0, 90.0, 0.0, 100.0, 0.0, 0.0, 1.0)
+    with pytest.raises(EdgeKDError, match="--threshold bf16.drop"):
+        check(r, Thresholds())
+    t = Thresholds.parse(["bf16.drop=0.5", "bf16.agreement=99"])
+    assert check(r, t).passed
