@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from edgekd.data.config import DataConfig
+from edgekd.data.config import AugConfig, DataConfig
 from edgekd.errors import EdgeKDError
 
 PRESET_DIR = Path(__file__).parent / "configs"
@@ -75,9 +75,20 @@ class MethodConfig:
     alpha: float = 0.6  # weight of CE; (1 - alpha) * tau^2 weights the distillation term
     beta: float = 0.9  # EMA smoothing: theta_S' <- beta * theta_S' + (1 - beta) * theta_S
     tau: float = 4.0
-    tfkd_mode: str = "self"  # ours-tfkd: "self" (previous-epoch snapshot teacher) or "reg" (virtual teacher)
-    tfkd_correct_prob: float = 0.9  # ours-tfkd reg: virtual teacher's probability on the true class
-    cskd_teacher: str = "aux"  # ours-cskd: partner predicted by "aux" (S', EMA) or "self" (S, no grad)
+    # how S' normalizes when it computes targets: "batch" (batch statistics, mean-teacher style),
+    # "running" (eval mode), or "auto" = batch when the student has BatchNorm, else running
+    # (ViT / ConvNeXt have none, so the paper's setting is unchanged)
+    aux_bn: str = "auto"
+    # ramp-up of the distillation term (mean teacher): "0" = off (paper), "N" = N epochs,
+    # "P%" = P percent of all optimizer steps
+    kd_rampup: str = "0"
+    kd_rampup_shape: str = "sigmoid"  # sigmoid (exp(-5 (1-t)^2), mean teacher) or linear
+    # ours-tfkd: "snapshot" (paper 4.5: last epoch's S as teacher), "self" (Yuan et al.'s two-stage
+    # Tf-KD_self: the student architecture trained with CE first, then distilled), "reg" (virtual teacher)
+    tfkd_mode: str = "snapshot"
+    tfkd_correct_prob: float = 0.99  # ours-tfkd reg: virtual teacher's probability on the true class (reference: 0.99)
+    tfkd_teacher_epochs: int | None = None  # ours-tfkd self: stage-1 epochs (None = optim.epochs)
+    cskd_teacher: str = "self"  # ours-cskd: partner predicted by "self" (S, no grad, as published) or "aux" (S')
     kd_teacher_epochs: int = 2  # kd: fine-tune the teacher with CE this long, then distil
     kd_teacher_lr: float = 1e-4
     kd_student_init: str = "select"  # kd: "select" (single weight selection) or "timm" (default init)
@@ -101,6 +112,7 @@ class TrainConfig:
     progress: bool = True
     val_limit: int | None = 50  # per class, from training-split images outside the subset; picks best.*
     data: DataConfig = field(default_factory=DataConfig)
+    aug: AugConfig = field(default_factory=AugConfig)  # training augmentation, e.g. aug.rotation=0
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
@@ -114,8 +126,13 @@ class TrainConfig:
             raise EdgeKDError("method.alpha and method.beta must lie in [0, 1]")
         if self.method.tau <= 0:
             raise EdgeKDError("method.tau must be > 0")
-        if self.method.tfkd_mode not in ("self", "reg"):
-            raise EdgeKDError(f"method.tfkd_mode={self.method.tfkd_mode!r}; use self or reg")
+        if self.method.tfkd_mode not in ("snapshot", "self", "reg"):
+            raise EdgeKDError(f"method.tfkd_mode={self.method.tfkd_mode!r}; use snapshot, self or reg")
+        if self.method.aux_bn not in ("auto", "batch", "running"):
+            raise EdgeKDError(f"method.aux_bn={self.method.aux_bn!r}; use auto, batch or running")
+        if self.method.kd_rampup_shape not in ("sigmoid", "linear"):
+            raise EdgeKDError(f"method.kd_rampup_shape={self.method.kd_rampup_shape!r}; use sigmoid or linear")
+        rampup_steps(self.method.kd_rampup, 1, 1)  # fails early on a malformed value
         if self.method.cskd_teacher not in ("aux", "self"):
             raise EdgeKDError(f"method.cskd_teacher={self.method.cskd_teacher!r}; use aux or self")
         if self.method.kd_student_init not in ("select", "timm"):
@@ -126,6 +143,22 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
+
+
+def rampup_steps(spec: str, epochs: int, updates_per_epoch: int) -> int:
+    """`method.kd_rampup` in optimizer steps: "0" off, "N" epochs (fractions allowed), "P%" of all steps."""
+    text = str(spec).strip()
+    try:
+        if text.endswith("%"):
+            value = float(text[:-1]) / 100.0 * epochs * updates_per_epoch
+        else:
+            value = float(text) * updates_per_epoch
+    except ValueError:
+        raise EdgeKDError(f"method.kd_rampup={spec!r}; fix: give epochs (e.g. 2 or 0.5) or a share "
+                          "of all steps (e.g. 10%), or 0 for none") from None
+    if value < 0:
+        raise EdgeKDError(f"method.kd_rampup={spec!r} is negative; fix: use 0 for no ramp-up")
+    return int(round(value))
 
 
 # ---------------------------------------------------------------------------------------------

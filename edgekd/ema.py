@@ -14,6 +14,8 @@ would do anyway), so every rank applies the same update to S'.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
@@ -36,6 +38,32 @@ def freeze(model: nn.Module) -> nn.Module:
     for p in model.parameters():
         p.requires_grad_(False)
     return model.eval()
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    """True when the model normalizes with BatchNorm (EfficientNet, MobileNet, ResNet, ...)."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+@contextmanager
+def batch_statistics(model: nn.Module) -> Iterator[nn.Module]:
+    """Forward S' with BatchNorm batch statistics, leaving its running buffers untouched.
+
+    Why: S' in eval mode normalizes with running statistics that lag behind its EMA weights
+    (they start from ImageNet statistics), so even an exact copy of S gives targets that pull S
+    away. Mean teacher (Tarvainen & Valpola, 2017) runs its EMA teacher with batch statistics too.
+    Only BatchNorm layers switch (dropout / drop path stay off); `track_running_stats=False`
+    makes BatchNorm use the batch and skip the buffer update. Models without BatchNorm are unchanged.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.training, m.track_running_stats) for m in bns]
+    for m in bns:
+        m.training, m.track_running_stats = True, False
+    try:
+        yield model
+    finally:
+        for m, (training, track) in zip(bns, saved):
+            m.training, m.track_running_stats = training, track
 
 
 def make_aux_copy(model: nn.Module) -> nn.Module:

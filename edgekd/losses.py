@@ -7,22 +7,31 @@ per sample and a mean over samples; the paper leaves the batch reduction open an
 is the reduction under which the tau^2 factor of eq. 5 keeps gradient magnitudes comparable to
 CE (Hinton et al.). The target distribution is always detached: no gradient reaches S'.
 
+CE is always computed at tau = 1 on the hard labels (eq. 4); only the distillation term is
+tempered, and tau^2 restores its gradient scale.
+
 Choices the paper leaves open (all documented where they are made):
-- SKD: `alpha * CE + (1 - alpha) * tau^2 * KL(p_S' || p_S)` exactly as eq. 5.
+- SKD: `alpha * CE + w * (1 - alpha) * tau^2 * KL(p_S' || p_S)`: eq. 5 exactly when the ramp-up
+  weight `w` is 1 (the default). `rampup_weight` is mean teacher's ramp (Tarvainen & Valpola
+  2017), opt-in via `method.kd_rampup`: early on, S' still carries a random classifier.
 - CS-KD (Yun et al. 2020, "class-wise self-knowledge distillation"; the paper's section 4.5
   calls it class-similarity-based, but cites this method): the partner is another training
-  sample of the same class (`ClassPairDataset`), forwarded without gradient. We keep
-  the paper's alpha-weighting of eq. 5 (the original adds `lambda * tau^2 * KL` to a full CE);
-  the partner's prediction comes from S' by default (dual selection keeps its meaning), or from
-  S itself without gradient as in the original (`method.cskd_teacher=self`).
-- TF-KD (Yuan et al. 2020): "self" uses the student's own earlier predictions as the teacher
-  (the paper: "outputs from previous epochs"); here a frozen snapshot refreshed every epoch,
-  starting from the auxiliary selected student. "reg" uses the virtual teacher
-  `a` on the true class and `(1 - a) / (K - 1)` elsewhere, softened as in the reference code
-  (softmax of that vector / tau), with the same alpha/tau^2 weighting as eq. 5.
+  sample of the same class (`ClassPairDataset`) and, as published, S itself predicts it without
+  gradient (`method.cskd_teacher=self`, the default; `aux` lets S' predict it). The loss is
+  eq. 5 with the partner's distribution as target (the original adds `lambda * tau^2 * KL`
+  to a full CE; we keep the paper's alpha weighting).
+- TF-KD (Yuan et al. 2020), `method.tfkd_mode`:
+  `snapshot` is the paper's section 4.5 variant ("outputs from previous epochs"): a frozen copy
+  of S refreshed at every epoch start, starting from S'. `self` is the published Tf-KD_self, in
+  two stages: a network of the student architecture (initialized from S' weights) is first
+  trained normally with CE, then frozen and distilled into S. `reg` is the published Tf-KD_reg
+  virtual teacher: `a` (0.99 in the reference code) on the true class and `(1 - a) / (K - 1)`
+  elsewhere, softened as in the reference code (softmax of that vector / tau).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +60,27 @@ def soft_targets(logits: Tensor, tau: float) -> Tensor:
     return F.softmax(logits.detach().float() / tau, dim=-1)
 
 
+def rampup_weight(step: int, ramp_steps: int, shape: str = "sigmoid") -> float:
+    """Weight of the distillation term after `step` optimizer steps of a `ramp_steps` ramp.
+
+    `sigmoid` is mean teacher's `exp(-5 (1 - t)^2)`, `linear` is `t`; 1 once the ramp is over
+    or when there is none (`ramp_steps <= 0`).
+    """
+    if ramp_steps <= 0 or step >= ramp_steps:
+        return 1.0
+    t = max(0.0, step / ramp_steps)
+    if shape == "sigmoid":
+        return math.exp(-5.0 * (1.0 - t) ** 2)
+    if shape == "linear":
+        return t
+    raise ValueError(f"unknown ramp-up shape {shape!r}; use sigmoid or linear")
+
+
+def _eq5(ce: Tensor, kd: Tensor, alpha: float, tau: float, kd_weight: float) -> tuple[Tensor, dict[str, float]]:
+    loss = alpha * ce + kd_weight * (1.0 - alpha) * tau**2 * kd
+    return loss, {"ce": ce.item(), "kd": kd.item()}
+
+
 def skd_loss(
     logits_s: Tensor,
     logits_aux: Tensor,
@@ -58,28 +88,15 @@ def skd_loss(
     alpha: float,
     tau: float,
     label_smoothing: float = 0.0,
+    kd_weight: float = 1.0,
 ) -> tuple[Tensor, dict[str, float]]:
-    """Eq. 5: `alpha * CE(S) + (1 - alpha) * tau^2 * KL(p_S' || p_S)`; returns (loss, parts)."""
+    """Eq. 5: `alpha * CE(S) + w * (1 - alpha) * tau^2 * KL(p_S' || p_S)`; returns (loss, parts).
+
+    Also CS-KD (the partner images' logits as `logits_aux`) and classic KD (the teacher's).
+    """
     ce = ce_loss(logits_s, target, label_smoothing)
     kd = kl_div(logits_s, soft_targets(logits_aux, tau), tau)
-    loss = alpha * ce + (1.0 - alpha) * tau**2 * kd
-    return loss, {"ce": ce.item(), "kd": kd.item()}
-
-
-def cskd_loss(
-    logits_s: Tensor,
-    logits_partner: Tensor,
-    target: Tensor,
-    alpha: float,
-    tau: float,
-    label_smoothing: float = 0.0,
-) -> tuple[Tensor, dict[str, float]]:
-    """Class-wise SKD: KL between the tempered predictions of a sample and of a same-class partner.
-
-    `logits_partner` are the predictions on the partner images (forward without gradient);
-    the formula is eq. 5 with the partner's distribution as the target.
-    """
-    return skd_loss(logits_s, logits_partner, target, alpha, tau, label_smoothing)
+    return _eq5(ce, kd, alpha, tau, kd_weight)
 
 
 def virtual_teacher(target: Tensor, num_classes: int, correct_prob: float, tau: float) -> Tensor:
@@ -99,14 +116,14 @@ def tfkd_reg_loss(
     target: Tensor,
     alpha: float,
     tau: float,
-    correct_prob: float = 0.9,
+    correct_prob: float = 0.99,
     label_smoothing: float = 0.0,
+    kd_weight: float = 1.0,
 ) -> tuple[Tensor, dict[str, float]]:
     """TF-KD regularization variant: eq. 5 with the virtual teacher as p_S'."""
     ce = ce_loss(logits_s, target, label_smoothing)
     kd = kl_div(logits_s, virtual_teacher(target, logits_s.shape[-1], correct_prob, tau), tau)
-    loss = alpha * ce + (1.0 - alpha) * tau**2 * kd
-    return loss, {"ce": ce.item(), "kd": kd.item()}
+    return _eq5(ce, kd, alpha, tau, kd_weight)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from edgekd.config import TrainConfig, load_config, save_config
-from edgekd.ema import checksum, copy_weights, ema_update, freeze, unwrap
+from edgekd.ema import freeze, unwrap
 from edgekd.errors import EdgeKDError
 
 SELF_DISTILL = ("ours", "ours-swap", "ours-cskd", "ours-tfkd")
@@ -97,9 +97,11 @@ def build_data(cfg: TrainConfig, run_dir: Path, accelerator) -> Data:
 
     Validation (for best.*): up to `val_limit` images per class from the training split that
     are NOT in the training subset, so the subset stays exactly the paper's fraction and the
-    test split is never used for model selection.
+    test split is never used for model selection. With `data.cache_dir`, every part reads from
+    a decoded-image cache (built once by the main process, then memory-mapped).
     """
     from edgekd.data import Manifest, cap_per_class, make_split, prepare_data
+    from edgekd.data.cache import DecodedCache
     from edgekd.data.torchdata import ImageDataset, eval_transform, train_transform
     from edgekd.preprocess import resolve_preprocess
 
@@ -107,17 +109,27 @@ def build_data(cfg: TrainConfig, run_dir: Path, accelerator) -> Data:
         prepared = prepare_data(cfg.data, run_dir)
     pre = resolve_preprocess(cfg.model.student, image_size=cfg.model.image_size, **cfg.model.student_kwargs)
     index = prepared.index
-    val_ids: list[int] = []
+    parts = {"train": prepared.manifests["train"], "test": prepared.manifests["test"]}
     if cfg.val_limit:
         split = make_split(index, cfg.data.split, cfg.data.test_size, cfg.data.seed)
         pool = sorted(set(split.train) - set(prepared.train_ids))
         val_ids = cap_per_class(index, pool, cfg.val_limit, cfg.data.seed + 1)
-        if accelerator.is_main_process and val_ids:
-            Manifest.from_index(index, val_ids, meta={"part": "val"}).save(run_dir / "data" / "val.json")
-    train = ImageDataset(prepared.manifests["train"], None, train_transform(pre))
-    test = ImageDataset(prepared.manifests["test"], None, eval_transform(pre))
-    val = ImageDataset(index, val_ids, eval_transform(pre)) if val_ids else None
-    return Data(prepared.classes, pre, train, val, test, list(train.targets))
+        if val_ids:
+            parts["val"] = Manifest.from_index(index, val_ids, meta={"part": "val"})
+            if accelerator.is_main_process:
+                parts["val"].save(run_dir / "data" / "val.json")
+
+    def dataset(part: str, transform) -> ImageDataset:
+        cache = None
+        if cfg.data.cache_dir:
+            with accelerator.main_process_first():  # one process decodes, the others open the file
+                cache = DecodedCache.build(parts[part], pre, cfg.data.cache_dir,
+                                           progress=accelerator.is_local_main_process and cfg.progress)
+        return ImageDataset(parts[part], None, transform, cache)
+
+    train = dataset("train", train_transform(pre, cfg.aug))
+    val = dataset("val", eval_transform(pre)) if "val" in parts else None
+    return Data(prepared.classes, pre, train, val, dataset("test", eval_transform(pre)), list(train.targets))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -155,8 +167,11 @@ def build_students(cfg: TrainConfig, num_classes: int) -> Students:
         del t
         if name == "ours-swap":  # paper 4.3: the auxiliary subset trains, the main subset teaches
             s, s_aux = s_aux, s
-        if name == "ours-tfkd" and cfg.method.tfkd_mode == "reg":
-            s_aux = None  # the virtual teacher needs no network
+        if name == "ours-tfkd" and cfg.method.tfkd_mode == "self":  # stage 1 trains S' with CE
+            return Students(s, None, s_aux.train(), summary(rep))
+        if (name == "ours-tfkd" and cfg.method.tfkd_mode == "reg") or (
+                name == "ours-cskd" and cfg.method.cskd_teacher == "self"):
+            s_aux = None  # the virtual teacher / S itself needs no second network
         return Students(s, freeze(s_aux) if s_aux is not None else None, None, summary(rep))
     if name == "cm1":
         t = teacher()
@@ -328,28 +343,45 @@ def _trackers(cfg: TrainConfig) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# the script
+# the run: everything the loop needs, built once
 
 
-def main(argv: list[str] | None = None) -> int:
+@dataclass
+class Run:
+    cfg: TrainConfig
+    accelerator: Any
+    data: Data
+    built: Students
+    student: nn.Module  # S, prepared (possibly DDP-wrapped)
+    aux: nn.Module | None  # S'
+    teacher: nn.Module | None  # kd teacher / Tf-KD_self stage-1 network, prepared
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    progress: Progress
+    train_ds: torch.utils.data.Dataset
+    train_loader: Any
+    val_loader: Any
+    test_loader: Any
+    aux_bn: str  # "batch" or "running", resolved from method.aux_bn
+    ramp_steps: int  # optimizer steps of the KD ramp-up (0 = none)
+    resumed_from: Path | None = None
+
+    @property
+    def method(self) -> str:
+        return self.cfg.method.name
+
+    @property
+    def show(self) -> bool:
+        return self.accelerator.is_local_main_process and self.cfg.progress
+
+
+def make_accelerator(cfg: TrainConfig, run_dir: Path):
     from accelerate import Accelerator
-    from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
-    from tqdm.auto import tqdm
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
 
-    from edgekd import losses
-    from edgekd.evaluate import compute_metrics, predict, save_confusion_matrix, write_model_card
-    from edgekd.models import save_student
-
-    # 1. config -----------------------------------------------------------------------------
-    cfg = parse_args(argv)
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    run_dir = Path(cfg.run_dir)
-    method = cfg.method.name
     # in-process sweeps and tests call main() repeatedly: let each run choose its mixed precision
     # (resets accelerate's per-run singleton only; the process group, if any, is kept)
-    from accelerate.state import AcceleratorState
-
     AcceleratorState._reset_state()
     accelerator = Accelerator(
         mixed_precision=cfg.mixed_precision,
@@ -362,6 +394,301 @@ def main(argv: list[str] | None = None) -> int:
     )
     if cfg.mixed_precision == "fp16" and accelerator.device.type == "cpu":
         accelerator.print("warning: Accelerate runs fp16 on CPU as plain fp32; use mixed_precision=bf16 on CPU")
+    return accelerator
+
+
+def resolve_aux_bn(cfg: TrainConfig, aux: nn.Module | None) -> str:
+    """`method.aux_bn=auto`: batch statistics for BatchNorm students, eval mode otherwise."""
+    from edgekd.ema import has_batchnorm
+
+    if cfg.method.aux_bn != "auto":
+        return cfg.method.aux_bn
+    return "batch" if aux is not None and has_batchnorm(aux) else "running"
+
+
+def make_loaders(cfg: TrainConfig, data: Data, world: int):
+    from edgekd import losses
+
+    train_ds = losses.ClassPairDataset(data.train, data.train_labels, cfg.seed) \
+        if cfg.method.name == "ours-cskd" else data.train
+    bs = cfg.optim.batch_size
+    # drop a ragged last batch (BatchNorm fails on a batch of 1) unless the set is smaller than a batch
+    train = torch.utils.data.DataLoader(train_ds, batch_size=bs, shuffle=True, drop_last=len(train_ds) >= bs * world,
+                                        num_workers=cfg.num_workers)
+
+    def eval_loader(ds):
+        return torch.utils.data.DataLoader(ds, batch_size=cfg.optim.eval_batch_size, shuffle=False,
+                                           num_workers=cfg.num_workers) if ds is not None else None
+
+    return train_ds, train, eval_loader(data.val), eval_loader(data.test)
+
+
+def prepare_run(cfg: TrainConfig, accelerator, run_dir: Path) -> Run:
+    """Data, students, optimizer and schedule through `accelerator.prepare`, then resume if asked."""
+    from edgekd.config import rampup_steps
+
+    data = build_data(cfg, run_dir, accelerator)
+    train_ds, train_loader, val_loader, test_loader = make_loaders(cfg, data, accelerator.num_processes)
+    built = build_students(cfg, len(data.classes))
+    optimizer = build_optimizer(built.student, cfg.optim.lr, cfg)
+    student, optimizer, train_loader, test_loader = accelerator.prepare(built.student, optimizer, train_loader,
+                                                                        test_loader)
+    if val_loader is not None:
+        val_loader = accelerator.prepare(val_loader)
+    aux, teacher = built.aux, built.teacher
+    if aux is not None:  # S' is not trained, so not DDP-wrapped: same weights on every rank by construction
+        aux.to(accelerator.device)
+        accelerator.register_for_checkpointing(aux)
+    if teacher is not None:
+        teacher = accelerator.prepare(teacher)
+    updates = math.ceil(len(train_loader) / cfg.optim.grad_accum)
+    scheduler = cosine_with_warmup(optimizer, cfg, updates)
+    run = Run(cfg, accelerator, data, built, student, aux, teacher, optimizer, scheduler, Progress(), train_ds,
+              train_loader, val_loader, test_loader, resolve_aux_bn(cfg, aux),
+              rampup_steps(cfg.method.kd_rampup, cfg.optim.epochs, updates))
+    accelerator.register_for_checkpointing(scheduler)
+    accelerator.register_for_checkpointing(run.progress)
+    resume_or_start_fresh(run, run_dir)
+    return run
+
+
+def resume_or_start_fresh(run: Run, run_dir: Path) -> None:
+    accelerator = run.accelerator
+    run.resumed_from = latest_checkpoint(run_dir) if run.cfg.resume else None
+    if run.resumed_from is not None:
+        accelerator.load_state(str(run.resumed_from))
+        accelerator.print(f"resumed from {run.resumed_from} (epoch {run.progress.epoch}, step {run.progress.step})")
+    elif run.cfg.resume:
+        accelerator.print(f"resume: no complete checkpoint under {run_dir / 'checkpoints'}; starting fresh")
+    if accelerator.is_main_process and run.resumed_from is None:  # fresh run: no stale epochs or checkpoints
+        (run_dir / "metrics.csv").unlink(missing_ok=True)
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+# ---------------------------------------------------------------------------------------------
+# one step, one epoch
+
+
+def train_teacher(run: Run) -> None:
+    """kd: fine-tune the teacher on the subset; Tf-KD_self stage 1: train S' normally. CE, constant lr.
+
+    Done once (checkpointed with the run), then the network is frozen as S's teacher.
+    """
+    from tqdm.auto import tqdm
+
+    from edgekd import losses
+    from edgekd.ema import freeze
+
+    mc = run.cfg.method
+    epochs, lr = (mc.kd_teacher_epochs, mc.kd_teacher_lr) if run.method == "kd" else \
+        (mc.tfkd_teacher_epochs or run.cfg.optim.epochs, run.cfg.optim.lr)
+    if not run.progress.teacher_done:
+        t_opt = run.accelerator.prepare(torch.optim.AdamW(run.teacher.parameters(), lr=lr,
+                                                          weight_decay=run.cfg.optim.weight_decay))
+        run.teacher.train()
+        for e in range(epochs):
+            run.train_loader.set_epoch(10_000 + e)  # its own data order, distinct from the student's
+            for batch in tqdm(run.train_loader, desc=f"teacher {e + 1}/{epochs}", disable=not run.show, leave=False):
+                loss = losses.ce_loss(run.teacher(batch[0]), batch[1], run.cfg.optim.label_smoothing)
+                run.accelerator.backward(loss)
+                t_opt.step()
+                t_opt.zero_grad(set_to_none=True)
+        run.progress.teacher_done = True
+    freeze(unwrap(run.teacher))
+
+
+def distill_targets(run: Run, batch) -> torch.Tensor | None:
+    """Logits of the network S learns from, computed without gradient; None for CE-only methods."""
+    from contextlib import nullcontext
+
+    from edgekd.ema import batch_statistics
+
+    x = batch[0]
+    if run.method == "ours-cskd":  # the partner images, predicted by S' or by S itself
+        net, x = (run.aux if run.aux is not None else unwrap(run.student)), batch[2]
+    elif run.teacher is not None:
+        net = run.teacher
+    elif run.aux is not None:
+        net = run.aux
+    else:
+        return None
+    norm = batch_statistics(net) if net is run.aux and run.aux_bn == "batch" else nullcontext()
+    with torch.no_grad(), run.accelerator.autocast(), norm:
+        return net(x)
+
+
+def step_loss(run: Run, logits: torch.Tensor, targets: torch.Tensor | None, y: torch.Tensor):
+    """Eq. 5 (with the KD ramp-up weight), Tf-KD_reg, or plain CE; returns (loss, parts)."""
+    from edgekd import losses
+
+    mc, ls = run.cfg.method, run.cfg.optim.label_smoothing
+    w = losses.rampup_weight(run.progress.step, run.ramp_steps, mc.kd_rampup_shape)
+    if targets is not None:
+        return losses.skd_loss(logits, targets, y, mc.alpha, mc.tau, ls, kd_weight=w)
+    if run.method == "ours-tfkd":  # reg: virtual teacher
+        return losses.tfkd_reg_loss(logits, y, mc.alpha, mc.tau, mc.tfkd_correct_prob, ls, kd_weight=w)
+    ce = losses.ce_loss(logits, y, ls)
+    return ce, {"ce": ce.item(), "kd": 0.0}
+
+
+def train_step(run: Run, batch) -> dict[str, float]:
+    """Forward S (and the target network), backward, optimizer step, then the EMA of S into S' (eq. 7)."""
+    from edgekd.ema import ema_update
+
+    acc = run.accelerator
+    with acc.accumulate(run.student):
+        targets = distill_targets(run, batch)
+        with acc.autocast():
+            logits = run.student(batch[0])
+        loss, parts = step_loss(run, logits, targets, batch[1])
+        acc.backward(loss)
+        if acc.sync_gradients and run.cfg.optim.grad_clip:
+            acc.clip_grad_norm_(run.student.parameters(), run.cfg.optim.grad_clip)
+        run.optimizer.step()
+        run.optimizer.zero_grad(set_to_none=True)
+    if acc.sync_gradients:
+        run.scheduler.step()
+        run.progress.step += 1
+        if run.aux is not None and run.method in ("ours", "ours-swap", "ours-cskd"):
+            ema_update(run.aux, run.student, run.cfg.method.beta)  # after every optimizer step
+    return {"loss": loss.item(), **parts}
+
+
+def train_epoch(run: Run, epoch: int, timing: dict[str, list[float]]) -> dict[str, Any]:
+    """One pass over the subset; returns the epoch's mean loss terms over all ranks' batches."""
+    from tqdm.auto import tqdm
+
+    from edgekd import losses
+    from edgekd.ema import copy_weights
+
+    run.train_loader.set_epoch(epoch)
+    if isinstance(run.train_ds, losses.ClassPairDataset):
+        run.train_ds.set_epoch(epoch)
+    if run.method == "ours-tfkd" and run.aux is not None and epoch > 0:
+        copy_weights(run.aux, run.student)  # TF-KD snapshot: last epoch's S is this epoch's teacher
+    run.student.train()
+    sums = torch.zeros(4, dtype=torch.float64)
+    bar = tqdm(total=len(run.train_loader), desc=f"epoch {epoch + 1}/{run.cfg.optim.epochs} [{run.method}]",
+               disable=not run.show, leave=False)
+    for i, batch in enumerate(run.train_loader):
+        t_step, t_cpu = time.perf_counter(), time.process_time()
+        parts = train_step(run, batch)
+        sums += torch.tensor([parts["loss"], parts["ce"], parts["kd"], 1.0], dtype=torch.float64)
+        if i >= 2:  # skip warm-up iterations in the step-time figures
+            timing["wall"].append(time.perf_counter() - t_step)
+            timing["cpu"].append(time.process_time() - t_cpu)  # robust to other jobs on the machine
+        bar.update(1)
+        if i % max(1, run.cfg.log_every) == 0:
+            bar.set_postfix(loss=f"{parts['loss']:.4f}", lr=f"{run.scheduler.get_last_lr()[0]:.2e}")
+    bar.close()
+    total = run.accelerator.reduce(sums.to(run.accelerator.device), "sum")
+    n = max(1.0, float(total[3]))
+    return {"epoch": epoch + 1, "step": run.progress.step, "lr": run.scheduler.get_last_lr()[0],
+            "train_loss": float(total[0]) / n, "train_ce": float(total[1]) / n, "train_kd": float(total[2]) / n}
+
+
+def end_epoch(run: Run, run_dir: Path, row: dict[str, Any]) -> None:
+    """Validation, best.* by validation accuracy (or training loss), metrics row, checkpoint."""
+    from edgekd.evaluate import compute_metrics, predict
+    from edgekd.models import save_student
+
+    acc, epoch = run.accelerator, row["epoch"]
+    if run.val_loader is not None:
+        vp, vt = predict(run.student, run.val_loader, acc)
+        vm = compute_metrics(vt, vp, run.data.classes)
+        row.update(val_accuracy=vm["accuracy"], val_macro_f1=vm["macro_f1"])
+        score = vm["accuracy"]
+    else:  # no held-out pool (fraction 1.0 without limits): lowest training loss
+        score = -row["train_loss"]
+    run.progress.epoch = epoch
+    if score > run.progress.best:
+        run.progress.best, run.progress.best_epoch = score, epoch
+        if acc.is_main_process:
+            save_student(unwrap(run.student), run_dir / "best.safetensors",
+                         sidecar(run.cfg, run.data, epoch=epoch, selected_by=_selected_by(run)))
+    if acc.is_main_process:
+        write_metrics_row(run_dir / "metrics.csv", row, keep_until=epoch - 1)
+    acc.log({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+    acc.print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+    save_checkpoint(acc, run_dir, epoch, run.cfg.keep_checkpoints)
+
+
+def _selected_by(run: Run) -> str:
+    return "val_accuracy" if run.val_loader is not None else "train_loss"
+
+
+# ---------------------------------------------------------------------------------------------
+# the end: test split, run directory
+
+
+def save_networks(run: Run, run_dir: Path) -> dict[str, Any]:
+    """S (model.*), and beside it S' (aux.*) and the teacher (teacher.*) for side-by-side explanations."""
+    from edgekd.models import save_student
+
+    cfg, data = run.cfg, run.data
+    save_student(unwrap(run.student), run_dir / "model.safetensors", sidecar(cfg, data, epoch=run.progress.epoch))
+    if run.aux is not None:
+        save_student(run.aux, run_dir / "aux.safetensors", sidecar(cfg, data, role="aux"))
+    if run.teacher is not None:
+        arch = (cfg.model.student, cfg.model.student_kwargs) if run.method == "ours-tfkd" else \
+            (cfg.model.teacher, cfg.model.teacher_kwargs)
+        save_student(unwrap(run.teacher), run_dir / "teacher.safetensors", sidecar(
+            cfg, data, role="teacher", architecture=arch[0], model_kwargs=dict(arch[1])))
+    return json.loads((run_dir / "model.json").read_text())
+
+
+def finish(run: Run, run_dir: Path, stats: dict[str, Any]) -> None:
+    """Evaluate S on the test split (all ranks), then write results, plots and the model card."""
+    from edgekd.ema import checksum
+    from edgekd.evaluate import compute_metrics, predict, save_confusion_matrix, write_model_card
+
+    acc = run.accelerator
+    y_pred, y_true = predict(run.student, run.test_loader, acc)
+    test = compute_metrics(y_true, y_pred, run.data.classes)
+
+    def gathered(model: nn.Module | None) -> list[float]:
+        value = checksum(model) if model is not None else 0.0
+        return acc.gather(torch.tensor([value], dtype=torch.float64, device=acc.device)).tolist()
+
+    sums_aux, sums_s = gathered(run.aux), gathered(unwrap(run.student))
+    if not acc.is_main_process:
+        return
+    meta = save_networks(run, run_dir)
+    p = run.progress
+    results = {
+        "method": run.method, "test": test, "accuracy": test["accuracy"], "macro_f1": test["macro_f1"],
+        "best": {"epoch": p.best_epoch, "selected_by": _selected_by(run), "score": p.best},
+        "n_train": len(run.data.train), "n_val": len(run.data.val) if run.data.val is not None else 0,
+        "n_test": len(run.data.test), "world_size": acc.num_processes, "device": str(acc.device),
+        "distributed_type": str(acc.distributed_type), "mixed_precision": run.cfg.mixed_precision,
+        "aux_bn": run.aux_bn if run.aux is not None else None, "kd_rampup_steps": run.ramp_steps,
+        "aux_checksums": sums_aux, "student_checksums": sums_s,
+        "num_params": sum(q.numel() for q in unwrap(run.student).parameters()),
+        "epochs": p.epoch, "steps": p.step, **stats,
+        "resumed_from": str(run.resumed_from) if run.resumed_from else None,
+        "selection": run.built.selection, "classes": run.data.classes,
+    }
+    (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    save_confusion_matrix(test["confusion_matrix"], run.data.classes, run_dir / "confusion_matrix.png",
+                          title=f"{run.cfg.model.student} [{run.method}] acc {test['accuracy']:.3f}")
+    write_model_card(run_dir, run.cfg.to_dict(), results, meta)
+    acc.print(f"test accuracy {test['accuracy']:.4f} macro-F1 {test['macro_f1']:.4f} -> {run_dir}")
+
+
+# ---------------------------------------------------------------------------------------------
+# the script
+
+
+def main(argv: list[str] | None = None) -> int:
+    from accelerate.utils import set_seed
+
+    # 1. config and accelerator ------------------------------------------------------------------
+    cfg = parse_args(argv)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    run_dir = Path(cfg.run_dir)
+    accelerator = make_accelerator(cfg, run_dir)
     set_seed(cfg.seed)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -370,218 +697,35 @@ def main(argv: list[str] | None = None) -> int:
         save_config(cfg, run_dir / "config.yaml")
     accelerator.wait_for_everyone()
 
-    # 2. data ---------------------------------------------------------------------------------
-    data = build_data(cfg, run_dir, accelerator)
-    train_ds = losses.ClassPairDataset(data.train, data.train_labels, cfg.seed) if method == "ours-cskd" else data.train
-    bs, world = cfg.optim.batch_size, accelerator.num_processes
-    # drop a ragged last batch (BatchNorm fails on a batch of 1) unless the set is smaller than a batch
-    drop_last = len(train_ds) >= bs * world
-    train_loader = torch.utils.data.DataLoader(train_ds, batch_size=bs, shuffle=True, drop_last=drop_last,
-                                               num_workers=cfg.num_workers)
-
-    def eval_loader(ds):
-        return torch.utils.data.DataLoader(ds, batch_size=cfg.optim.eval_batch_size, shuffle=False,
-                                           num_workers=cfg.num_workers)
-
-    test_loader = eval_loader(data.test)
-    val_loader = eval_loader(data.val) if data.val is not None else None
-
-    # 3. students -------------------------------------------------------------------------------
-    built = build_students(cfg, len(data.classes))
-    student, aux, teacher = built.student, built.aux, built.teacher
-    optimizer = build_optimizer(student, cfg.optim.lr, cfg)
-    student, optimizer, train_loader, test_loader = accelerator.prepare(student, optimizer, train_loader, test_loader)
-    if val_loader is not None:
-        val_loader = accelerator.prepare(val_loader)
-    if aux is not None:  # S' is not trained, so not DDP-wrapped: same weights on every rank by construction
-        aux.to(accelerator.device)
-    if teacher is not None:
-        t_opt = torch.optim.AdamW(teacher.parameters(), lr=cfg.method.kd_teacher_lr, weight_decay=cfg.optim.weight_decay)
-        teacher, t_opt = accelerator.prepare(teacher, t_opt)
-    updates_per_epoch = math.ceil(len(train_loader) / cfg.optim.grad_accum)
-    scheduler = cosine_with_warmup(optimizer, cfg, updates_per_epoch)
-    progress = Progress()
-    if aux is not None:
-        accelerator.register_for_checkpointing(aux)
-    accelerator.register_for_checkpointing(scheduler)
-    accelerator.register_for_checkpointing(progress)
-
-    resumed_from = latest_checkpoint(run_dir) if cfg.resume else None
-    if resumed_from is not None:
-        accelerator.load_state(str(resumed_from))
-        accelerator.print(f"resumed from {resumed_from} (epoch {progress.epoch}, step {progress.step})")
-    elif cfg.resume:
-        accelerator.print(f"resume: no complete checkpoint under {run_dir / 'checkpoints'}; starting fresh")
-    if accelerator.is_main_process and resumed_from is None:  # fresh run: no stale epochs or checkpoints
-        (run_dir / "metrics.csv").unlink(missing_ok=True)
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-    accelerator.wait_for_everyone()
+    # 2. data, students, optimizer (resumed from the last complete checkpoint if asked) -----------
+    run = prepare_run(cfg, accelerator, run_dir)
     accelerator.init_trackers("edgekd", config=_flat(cfg.to_dict()))
-    n_params = sum(p.numel() for p in unwrap(student).parameters())
-    show = accelerator.is_local_main_process and cfg.progress
 
-    # 3b. kd only: fine-tune the teacher on the same subset with CE, then freeze it ------------
-    if teacher is not None and not progress.teacher_done:
-        teacher.train()
-        for e in range(cfg.method.kd_teacher_epochs):
-            train_loader.set_epoch(10_000 + e)  # its own data order, distinct from the student's
-            for batch in tqdm(train_loader, desc=f"teacher fine-tune {e + 1}/{cfg.method.kd_teacher_epochs}",
-                              disable=not show, leave=False):
-                loss = losses.ce_loss(teacher(batch[0]), batch[1], cfg.optim.label_smoothing)
-                accelerator.backward(loss)
-                t_opt.step()
-                t_opt.zero_grad(set_to_none=True)
-        progress.teacher_done = True
-    if teacher is not None:
-        freeze(unwrap(teacher))
+    # 3. kd / Tf-KD_self: train the teacher first, then freeze it ---------------------------------
+    if run.teacher is not None:
+        train_teacher(run)
 
-    # 4. train ------------------------------------------------------------------------------------
-    mc = cfg.method
+    # 4. train S ----------------------------------------------------------------------------------
     rss_train_start = reset_peak_rss()
-    t_start, step_times, step_cpu = time.perf_counter(), [], []
-    first_epoch = progress.epoch
+    t_start, timing = time.perf_counter(), {"wall": [], "cpu": []}
+    first_epoch = run.progress.epoch
     for epoch in range(first_epoch, cfg.optim.epochs):
         if cfg.stop_after is not None and epoch - first_epoch >= cfg.stop_after:
             accelerator.print(f"stop_after={cfg.stop_after}: stopping after epoch {epoch} as if killed")
             accelerator.end_training()
             return 0
         t_epoch = time.perf_counter()
-        train_loader.set_epoch(epoch)
-        if isinstance(train_ds, losses.ClassPairDataset):
-            train_ds.set_epoch(epoch)
-        if method == "ours-tfkd" and aux is not None and epoch > 0:
-            copy_weights(aux, student)  # TF-KD self: last epoch's S is this epoch's teacher
-        student.train()
-        sums = {"loss": 0.0, "ce": 0.0, "kd": 0.0}
-        n_batches = 0
-        bar = tqdm(total=len(train_loader), desc=f"epoch {epoch + 1}/{cfg.optim.epochs} [{method}]",
-                   disable=not show, leave=False)
-        for i, batch in enumerate(train_loader):
-            t_step, t_cpu = time.perf_counter(), time.process_time()
-            x, y = batch[0], batch[1]
-            with accelerator.accumulate(student):
-                # targets from networks that get no gradient
-                target_logits = None
-                with torch.no_grad(), accelerator.autocast():
-                    if method in ("ours", "ours-swap") or (method == "ours-tfkd" and aux is not None):
-                        target_logits = aux(x)
-                    elif method == "ours-cskd":
-                        partner_net = aux if mc.cskd_teacher == "aux" else unwrap(student)
-                        target_logits = partner_net(batch[2])
-                    elif method == "kd":
-                        target_logits = teacher(x)
-                logits = student(x)
-                if target_logits is not None:
-                    loss, parts = losses.skd_loss(logits, target_logits, y, mc.alpha, mc.tau, cfg.optim.label_smoothing)
-                elif method == "ours-tfkd":  # reg: virtual teacher
-                    loss, parts = losses.tfkd_reg_loss(logits, y, mc.alpha, mc.tau, mc.tfkd_correct_prob,
-                                                       cfg.optim.label_smoothing)
-                else:
-                    loss = losses.ce_loss(logits, y, cfg.optim.label_smoothing)
-                    parts = {"ce": loss.item(), "kd": 0.0}
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and cfg.optim.grad_clip:
-                    accelerator.clip_grad_norm_(student.parameters(), cfg.optim.grad_clip)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            if accelerator.sync_gradients:
-                scheduler.step()
-                progress.step += 1
-                if aux is not None and method in ("ours", "ours-swap", "ours-cskd"):
-                    ema_update(aux, student, mc.beta)  # eq. 7, after every optimizer step
-            sums["loss"] += loss.item()
-            sums["ce"] += parts["ce"]
-            sums["kd"] += parts["kd"]
-            n_batches += 1
-            if i >= 2:  # skip warm-up iterations in the step-time figures
-                step_times.append(time.perf_counter() - t_step)
-                step_cpu.append(time.process_time() - t_cpu)  # robust to other jobs on the machine
-            bar.update(1)
-            if i % max(1, cfg.log_every) == 0:
-                bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-        bar.close()
-
-        # epoch metrics: mean over all ranks' batches; validation for best.*
-        means = accelerator.reduce(torch.tensor([sums["loss"], sums["ce"], sums["kd"], n_batches],
-                                                dtype=torch.float64, device=accelerator.device), "sum")
-        n = max(1.0, float(means[3]))
-        row: dict[str, Any] = {"epoch": epoch + 1, "step": progress.step, "lr": scheduler.get_last_lr()[0],
-                               "train_loss": float(means[0]) / n, "train_ce": float(means[1]) / n,
-                               "train_kd": float(means[2]) / n}
-        if val_loader is not None:
-            vp, vt = predict(student, val_loader, accelerator)
-            vm = compute_metrics(vt, vp, data.classes)
-            row.update(val_accuracy=vm["accuracy"], val_macro_f1=vm["macro_f1"])
-            score = vm["accuracy"]
-        else:  # no held-out pool (fraction 1.0 without limits): lowest training loss
-            score = -row["train_loss"]
+        row = train_epoch(run, epoch, timing)
         row["epoch_seconds"] = time.perf_counter() - t_epoch
-        progress.epoch = epoch + 1
-        if score > progress.best:
-            progress.best, progress.best_epoch = score, epoch + 1
-            if accelerator.is_main_process:
-                save_student(unwrap(student), run_dir / "best.safetensors",
-                             sidecar(cfg, data, epoch=epoch + 1, selected_by="val_accuracy" if val_loader else "train_loss"))
-        if accelerator.is_main_process:
-            write_metrics_row(run_dir / "metrics.csv", row, keep_until=epoch)
-        accelerator.log({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
-        accelerator.print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
-        save_checkpoint(accelerator, run_dir, epoch + 1, cfg.keep_checkpoints)
-    train_seconds = time.perf_counter() - t_start
-    peak_rss_train = _proc_status_bytes("VmHWM")
+        end_epoch(run, run_dir, row)
 
-    # 5. evaluate S on the test split (gather_for_metrics: no padded duplicates) ---------------------
-    y_pred, y_true = predict(student, test_loader, accelerator)
-    test = compute_metrics(y_true, y_pred, data.classes)
-    sums_aux = accelerator.gather(torch.tensor([checksum(aux) if aux is not None else 0.0], dtype=torch.float64,
-                                               device=accelerator.device)).tolist()
-    sums_s = accelerator.gather(torch.tensor([checksum(unwrap(student))], dtype=torch.float64,
-                                             device=accelerator.device)).tolist()
-
-    # 6. save -----------------------------------------------------------------------------------------
-    if accelerator.is_main_process:
-        meta = sidecar(cfg, data, epoch=progress.epoch)
-        save_student(unwrap(student), run_dir / "model.safetensors", meta)
-        if aux is not None:  # S' (and the kd teacher) beside S, so `edgekd explain` shows them side by side
-            save_student(aux, run_dir / "aux.safetensors", sidecar(cfg, data, role="aux"))
-        if teacher is not None:
-            save_student(unwrap(teacher), run_dir / "teacher.safetensors", sidecar(
-                cfg, data, role="teacher", architecture=cfg.model.teacher, model_kwargs=dict(cfg.model.teacher_kwargs)))
-        meta = json.loads((run_dir / "model.json").read_text())
-        best = {"epoch": progress.best_epoch, "selected_by": "val_accuracy" if val_loader else "train_loss",
-                "score": progress.best}
-        results = {
-            "method": method,
-            "test": test,
-            "accuracy": test["accuracy"],
-            "macro_f1": test["macro_f1"],
-            "best": best,
-            "n_train": len(data.train),
-            "n_val": len(data.val) if data.val is not None else 0,
-            "n_test": len(data.test),
-            "world_size": accelerator.num_processes,
-            "device": str(accelerator.device),
-            "distributed_type": str(accelerator.distributed_type),
-            "mixed_precision": cfg.mixed_precision,
-            "aux_checksums": sums_aux,
-            "student_checksums": sums_s,
-            "num_params": n_params,
-            "epochs": progress.epoch,
-            "steps": progress.step,
-            "train_seconds": train_seconds,
-            "step_seconds_mean": sum(step_times) / len(step_times) if step_times else None,
-            "step_cpu_seconds_mean": sum(step_cpu) / len(step_cpu) if step_cpu else None,
-            "rss_train_start_bytes": rss_train_start,  # main process; Linux /proc
-            "peak_rss_train_bytes": peak_rss_train,
-            "resumed_from": str(resumed_from) if resumed_from else None,
-            "selection": built.selection,
-            "classes": data.classes,
-        }
-        (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-        save_confusion_matrix(test["confusion_matrix"], data.classes, run_dir / "confusion_matrix.png",
-                              title=f"{cfg.model.student} [{method}] acc {test['accuracy']:.3f}")
-        write_model_card(run_dir, cfg.to_dict(), results, meta)
-        accelerator.print(f"test accuracy {test['accuracy']:.4f} macro-F1 {test['macro_f1']:.4f} -> {run_dir}")
+    # 5. evaluate S on the test split and save the run directory -----------------------------------
+    mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
+    finish(run, run_dir, {
+        "train_seconds": time.perf_counter() - t_start, "step_seconds_mean": mean(timing["wall"]),
+        "step_cpu_seconds_mean": mean(timing["cpu"]), "rss_train_start_bytes": rss_train_start,  # main process
+        "peak_rss_train_bytes": _proc_status_bytes("VmHWM"),
+    })
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return 0

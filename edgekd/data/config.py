@@ -44,3 +44,27 @@ class DataConfig:
         """The fields that define which images land in train/test (a resumed run must match them)."""
         return {k: getattr(self, k) for k in ("layout", "split", "test_size", "seed", "fraction", "draw",
                                               "test_limit", "train_limit")}
+
+
+@dataclass
+class AugConfig:
+    """Training augmentation (train config `aug.*`). hflip defaults to 0: laterality matters in chest images."""
+
+    scale: tuple[float, float] = (0.8, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    hflip: float = 0.0
+    rotation: float = 10.0
+    brightness: float = 0.1
+    contrast: float = 0.1
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "AugConfig":
+        known = {f.name for f in fields(cls)}
+        if set(d) - known:
+            from edgekd.errors import EdgeKDError
+
+            raise EdgeKDError(f"unknown augmentation option(s) {sorted(set(d) - known)}; fix: use {sorted(known)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})

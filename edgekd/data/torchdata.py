@@ -7,8 +7,6 @@ arithmetic), so deployed preprocessing matches training. Augmentation is deliber
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-
 import numpy as np
 import torch
 from PIL import Image
@@ -16,6 +14,7 @@ from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 
 from edgekd.data.cache import DecodedCache
+from edgekd.data.config import AugConfig
 from edgekd.data.index import DatasetIndex
 from edgekd.data.io import load_image, relative_address
 from edgekd.data.manifest import Manifest, items_sha256
@@ -27,28 +26,6 @@ _MODES = {
     "bicubic": InterpolationMode.BICUBIC, "lanczos": InterpolationMode.LANCZOS,
     "box": InterpolationMode.BOX, "hamming": InterpolationMode.HAMMING,
 }
-
-
-@dataclass
-class AugConfig:
-    """Training augmentation. hflip defaults to 0: laterality matters in chest images."""
-
-    scale: tuple[float, float] = (0.8, 1.0)
-    ratio: tuple[float, float] = (3 / 4, 4 / 3)
-    hflip: float = 0.0
-    rotation: float = 10.0
-    brightness: float = 0.1
-    contrast: float = 0.1
-
-    def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "AugConfig":
-        known = {f.name for f in fields(cls)}
-        if set(d) - known:
-            raise EdgeKDError(f"unknown augmentation option(s) {sorted(set(d) - known)}; fix: use {sorted(known)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
 class ResizeToInput:
