@@ -19,6 +19,7 @@ VERBS: dict[str, tuple[str, str, str]] = {
     "verify": ("edgekd.export.cli", "verify_main", "check artifacts against the PyTorch model"),
     "bench": ("edgekd.export.cli", "bench_main", "time artifacts on this machine"),
     "predict": ("edgekd.export.predict", "main", "classify images with an exported artifact (no torch)"),
+    "explain": ("edgekd.explain.cli", "main", "where the model looks: CAM gallery of S / S' / teacher, or of an artifact"),
 }
 
 
@@ -50,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         missing = e.name or "?"
         if missing.startswith("edgekd"):
             raise
-        extra = {"export": "export", "verify": "export", "bench": "runtime", "predict": "runtime"}.get(verb, "train")
+        extra = {"export": "export", "verify": "export", "bench": "runtime", "predict": "runtime",
+                 "explain": "explain"}.get(verb, "train")
         print(
             f"edgekd {verb}: needs the Python package {missing!r}, which is not installed.\n"
             f"  fix: pip install 'edgekd[{extra}]'",

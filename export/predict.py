@@ -2,22 +2,60 @@
 
 Why: this is the clinic-side path. Preprocessing comes from the metadata INSIDE the artifact
 (input size, mean/std, interpolation), so it cannot drift from what the model was trained
-with. `python -m edgekd.export.predict ARTIFACT IMAGE...` prints one JSON line per image.
+with. `edgekd predict ARTIFACT IMAGE_OR_FOLDER_OR_GLOB...` takes what a clinic has (files,
+folders searched recursively, globs, DICOM series: a folder of slices, with or without a
+.dcm suffix), prints one JSON line per image or writes `--out results.csv|.json`.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import glob
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
+from edgekd.errors import EdgeKDError
 from edgekd.export import contract
 from edgekd.export.metadata import preprocess_dict, read_metadata
 from edgekd.export.runtimes import Runner, RunnerConfig, open_runner
+
+_GLOB_CHARS = frozenset("*?[")
+
+
+def _expand_one(arg: str) -> list[str]:
+    from edgekd.data.io import is_candidate
+    from edgekd.data.scan import scan_images
+
+    paths = [Path(p) for p in sorted(glob.glob(arg, recursive=True))] if _GLOB_CHARS & set(arg) else [Path(arg)]
+    out: list[str] = []
+    for p in paths:
+        if p.is_dir():
+            out += [str(f) for f in scan_images(p)]
+        elif p.is_file() and (is_candidate(p) or p == Path(arg)):
+            out.append(str(p))  # a file named explicitly is always tried (its decoder error says why)
+    return out
+
+
+def expand_images(args: list[str]) -> list[str]:
+    """Files, folders (recursive) and globs (`**` recursive) -> image paths, in order, once each.
+
+    Folder scans keep what `edgekd data inspect` would read: image suffixes, .dcm/.dicom and
+    suffix-less DICOM (DICM magic), skipping hidden files; each slice of a series is one image."""
+    seen: dict[str, None] = {}
+    for arg in args:
+        found = _expand_one(arg)
+        if not found:
+            what = "matches no image" if _GLOB_CHARS & set(arg) or Path(arg).is_dir() else "does not exist"
+            raise EdgeKDError(f"{arg!r} {what}; fix: pass image files, a folder of images or DICOM slices, or a "
+                              "quoted glob such as 'scans/**/*.dcm'")
+        seen.update(dict.fromkeys(found))
+    return list(seen)
 
 
 class Classifier:
@@ -26,17 +64,19 @@ class Classifier:
     def __init__(self, artifact: str | Path, cfg: RunnerConfig | None = None):
         self.metadata = read_metadata(artifact)
         if not self.metadata:
-            raise ValueError(f"{artifact} has no edgekd metadata; export it with `edgekd export`")
+            raise EdgeKDError(f"{artifact} has no edgekd metadata; fix: export it with `edgekd export`")
         self.runner: Runner = open_runner(artifact, cfg)
         self.classes: list[str] = list(self.metadata["classes"])
-        self._pp = contract.preprocess_config(preprocess_dict(self.metadata))
+        self.pp = contract.preprocess_config(preprocess_dict(self.metadata))
 
     def preprocess(self, paths: list[str]) -> np.ndarray:
-        return np.stack([contract.preprocess_numpy(contract.load_image(p), self._pp) for p in paths]).astype(np.float32)
+        return np.stack([contract.preprocess_numpy(contract.load_image(p), self.pp) for p in paths]).astype(np.float32)
 
-    def predict_paths(self, paths: list[str], batch_size: int = 16, top_k: int = 1) -> list[dict[str, Any]]:
+    def predict_paths(self, paths: list[str], batch_size: int = 16, top_k: int = 1,
+                      progress: bool = False) -> list[dict[str, Any]]:
         out = []
-        for i in range(0, len(paths), batch_size):
+        steps = range(0, len(paths), batch_size)
+        for i in tqdm(steps, desc="predict", unit="batch", disable=not progress or len(steps) < 2, file=sys.stderr):
             chunk = paths[i : i + batch_size]
             logits = self.runner.predict(self.preprocess(chunk)).astype(np.float64)
             p = np.exp(logits - logits.max(1, keepdims=True))
@@ -48,16 +88,42 @@ class Classifier:
         return out
 
 
+def write_results(results: list[dict[str, Any]], out: Path) -> None:
+    """`.json`: the list as is; `.csv`: path, class, prob, then class_k/prob_k per top-k rank."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".json":
+        out.write_text(json.dumps(results, indent=2) + "\n")
+        return
+    k = max(len(r["top"]) for r in results)
+    header = ["path", "class", "prob"] + [f"{w}_{i + 1}" for i in range(k) for w in ("class", "prob")]
+    with out.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        for r in results:
+            w.writerow([r["path"], r["class"], f"{r['prob']:.6f}"] +
+                       [v for t in r["top"] for v in (t["class"], f"{t['prob']:.6f}")])
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m edgekd.export.predict", description=__doc__.splitlines()[0])
-    ap.add_argument("artifact")
-    ap.add_argument("images", nargs="+")
+    ap = argparse.ArgumentParser(prog="edgekd predict", description=__doc__.splitlines()[0])
+    ap.add_argument("artifact", help="an exported .onnx / .xml (/ .engine) with edgekd metadata")
+    ap.add_argument("images", nargs="+", help="image files, folders (recursive), globs ('**' recursive), DICOM series")
     ap.add_argument("--top-k", type=int, default=1)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--out", type=Path, help="write all results to FILE.csv or FILE.json instead of JSON lines")
     a = ap.parse_args(argv)
+    if a.out is not None and a.out.suffix.lower() not in (".csv", ".json"):
+        raise EdgeKDError(f"--out {a.out}: unknown format; fix: end the name in .csv or .json")
+    paths = expand_images(a.images)
     clf = Classifier(a.artifact, RunnerConfig(threads=a.threads))
-    for r in clf.predict_paths(a.images, top_k=a.top_k):
-        print(json.dumps(r))
+    results = clf.predict_paths(paths, batch_size=a.batch_size, top_k=a.top_k, progress=True)
+    if a.out is None:
+        for r in results:
+            print(json.dumps(r))
+    else:
+        write_results(results, a.out)
+        print(f"{len(results)} images -> {a.out}", file=sys.stderr)
     return 0
 
 

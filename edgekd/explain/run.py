@@ -1,0 +1,122 @@
+"""`edgekd explain --run RUN`: S, S' and the teacher side by side on the same images.
+
+Why side by side: the explainable-KD line of work judges a distilled student by whether it
+looks where its teacher looks. A run directory holds S (`model.safetensors`), S' for the
+self-distillation methods (`aux.safetensors`) and, for `kd`, the fine-tuned teacher
+(`teacher.safetensors`). The `ours`/`cm1` teacher is never trained on the data (it only
+donates weights), so it is rebuilt from `config.yaml` and explains its own top-1 ImageNet class.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from edgekd.data import load_image
+from edgekd.errors import EdgeKDError
+from edgekd.explain.cam import CamConfig, compute_cams
+from edgekd.explain.render import GalleryRow, Panel, denormalize, write_gallery
+from edgekd.preprocess import PreprocessConfig, preprocess_numpy
+
+ROLES = ("student", "aux", "teacher")
+_LABELS = {"student": "S", "aux": "S' (aux)", "teacher": "teacher"}
+
+
+@dataclass
+class Explainee:
+    label: str
+    model: nn.Module
+    classes: list[str] | None  # None: class indices (ImageNet names for a 1000-class teacher)
+
+
+@dataclass
+class ExplainRequest:
+    run: Path
+    images: list[str]
+    out: Path
+    cam: CamConfig = field(default_factory=CamConfig)
+    roles: tuple[str, ...] = ROLES
+    batch_size: int = 8
+
+
+def class_name(classes: list[str] | None, idx: int, num_classes: int) -> str:
+    if classes is not None:
+        return classes[idx]
+    if num_classes == 1000:
+        from timm.data import ImageNetInfo
+
+        return "imagenet: " + ImageNetInfo().index_to_description(idx).split(",")[0]
+    return f"class {idx}"
+
+
+def _teacher_from_config(run: Path) -> tuple[Explainee | None, str | None]:
+    """The selection teacher as the run built it, or (None, why not)."""
+    from edgekd.config import load_config
+    from edgekd.models import load_teacher
+
+    cfg = load_config(run / "config.yaml")
+    m = cfg.model
+    if cfg.method.name not in ("ours", "ours-swap", "ours-cskd", "ours-tfkd", "cm1"):
+        return None, f"method {cfg.method.name!r} has no teacher"
+    try:
+        t = load_teacher(m.teacher, weights=m.teacher_weights, pretrained=m.teacher_pretrained, **m.teacher_kwargs)
+    except EdgeKDError as e:
+        return None, f"teacher {m.teacher} not shown: {e}"
+    return Explainee(f"teacher ({m.teacher}, weight donor)", t, None), None
+
+
+def run_models(run: Path, roles: tuple[str, ...] = ROLES) -> tuple[list[Explainee], list[str]]:
+    """The run's models for `roles`, in that order, and notes on any that are missing."""
+    from edgekd.models import load_student
+
+    if not (run / "model.safetensors").is_file():
+        raise EdgeKDError(f"{run} has no model.safetensors; fix: pass a run directory written by `edgekd train`")
+    bad = [r for r in roles if r not in ROLES]
+    if bad:
+        raise EdgeKDError(f"unknown --models {', '.join(bad)}; fix: choose from {', '.join(ROLES)}")
+    files = {"student": "model.safetensors", "aux": "aux.safetensors", "teacher": "teacher.safetensors"}
+    out, notes = [], []
+    for role in roles:
+        path = run / files[role]
+        if path.is_file():
+            model, meta = load_student(path)
+            out.append(Explainee(_LABELS[role], model, list(meta["classes"])))
+        elif role == "teacher":
+            t, why = _teacher_from_config(run)
+            out += [t] if t else []
+            notes += [why] if why else []
+        else:
+            notes.append(f"{files[role]} not in the run (S' is saved by the self-distillation methods)")
+    return out, notes
+
+
+def _panels(models: list[Explainee], x: np.ndarray, cfg: CamConfig) -> list[list[Panel]]:
+    """Per image, one panel per model."""
+    xt = torch.from_numpy(x)
+    per_model = [(m, compute_cams(m.model, xt, cfg)) for m in models]
+    return [[Panel(m.label, class_name(m.classes, r.targets[i], r.probs.shape[1]), float(r.probs[i, r.targets[i]]),
+                   r.maps[i]) for m, r in per_model] for i in range(len(x))]
+
+
+def explain_run(req: ExplainRequest) -> Path:
+    """Maps for every image and model, written as a gallery under req.out; returns gallery.md."""
+    meta = json.loads((req.run / "model.json").read_text()) if (req.run / "model.json").is_file() else None
+    if meta is None:
+        raise EdgeKDError(f"{req.run} has no model.json; fix: pass a run directory written by `edgekd train`")
+    pp = PreprocessConfig.from_dict(meta["preprocess"])
+    models, notes = run_models(req.run, req.roles)
+    rows: list[GalleryRow] = []
+    for i in tqdm(range(0, len(req.images), req.batch_size), desc=f"explain ({req.cam.method})", unit="batch"):
+        paths = req.images[i : i + req.batch_size]
+        x = np.stack([preprocess_numpy(load_image(p), pp) for p in paths]).astype(np.float32)
+        for path, xi, panels in zip(paths, x, _panels(models, x, req.cam)):
+            rows.append(GalleryRow(path, denormalize(xi, pp.mean, pp.std), panels))
+    notes = [f"Method: {req.cam.method} (pytorch-grad-cam); each map explains that model's own top-1 class.",
+             f"Run: `{req.run}` ({meta['architecture']}, method {meta.get('method', '?')}).", *notes]
+    return write_gallery(rows, req.out, f"What the models look at ({req.cam.method})", [f"- {n}" for n in notes])
