@@ -8,10 +8,14 @@
 Every cell is an ordinary run directory (`OUT/cells/DATASET/fFRACTION/METHOD[/PARAM]/drawD`),
 so a cell can be inspected, exported or re-evaluated like any run. Resumable: a cell whose
 `results.json` exists and whose saved config equals the requested one is not re-run (a cell
-finished with different settings is re-run, so a table never mixes settings). Draw d trains on subset draw d (`data.draw=d`) with
-training seed `seed + d`; the train/test split itself is the same for all draws.
+started with different settings is re-run from scratch, so a table never mixes settings); a cell
+interrupted with the same settings continues from its last epoch checkpoint. Draw d trains on
+subset draw d (`data.draw=d`) with training seed `seed + d`; the train/test split itself is the
+same for all draws. A failed cell is recorded and the sweep goes on.
 The table (`OUT/table.md`, `OUT/table.json`) is rewritten after every cell: test accuracy as
-mean ± sample std (ddof=1) over the finished draws, like the paper's Tables 2-7.
+mean ± sample std (ddof=1) over the finished draws, like the paper's Tables 2-7, plus the
+failed cells. Launchers: cells one after another on this machine (inproc, subprocess,
+accelerate) or as Ray tasks across a cluster (ray, `edgekd.sweep_ray`).
 """
 
 from __future__ import annotations
@@ -23,15 +27,16 @@ import os
 import shutil
 import subprocess
 import sys
-import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from edgekd.config import METHODS, load_config
 from edgekd.errors import EdgeKDError
 
-LAUNCHERS = ("inproc", "subprocess", "accelerate")
+LAUNCHERS = ("inproc", "subprocess", "accelerate", "ray")
 
 
 @dataclass
@@ -110,10 +115,10 @@ def run_cell(cell: Cell, out: Path, base: list[str], seed: int, launcher: str, n
 VOLATILE = ("resume", "stop_after", "progress", "num_threads", "trackers", "log_every", "num_workers")
 
 
-def is_done(cell: Cell, out: Path, config: str, base_overrides: list[str], seed: int) -> bool:
-    """Finished AND trained with the config this sweep asks for (a changed setting re-runs the cell)."""
+def same_config(cell: Cell, out: Path, config: str, base_overrides: list[str], seed: int) -> bool:
+    """The cell's run directory was started with the config this sweep asks for."""
     run_dir = cell.run_dir(out)
-    if not (run_dir / "results.json").exists() or not (run_dir / "config.yaml").exists():
+    if not (run_dir / "config.yaml").exists():
         return False
     want = load_config(config, [*base_overrides, *cell.overrides(out, seed)]).to_dict()
     have = load_config(run_dir / "config.yaml").to_dict()
@@ -121,6 +126,22 @@ def is_done(cell: Cell, out: Path, config: str, base_overrides: list[str], seed:
         want.pop(key, None)
         have.pop(key, None)
     return want == have
+
+
+def is_done(cell: Cell, out: Path, config: str, base_overrides: list[str], seed: int) -> bool:
+    """Finished AND trained with the config this sweep asks for (a changed setting re-runs the cell)."""
+    return (cell.run_dir(out) / "results.json").exists() and same_config(cell, out, config, base_overrides, seed)
+
+
+def run_local(cells: list[Cell], runner: Callable[[Cell], None]) -> Iterator[tuple[Cell, str | None]]:
+    """One cell after another on this machine; yield (cell, None) or (cell, error) as each ends."""
+    for c in cells:
+        try:
+            runner(c)
+        except Exception as e:  # noqa: BLE001 - record, keep going; the table shows what finished
+            yield c, f"{type(e).__name__}: {e}"
+        else:
+            yield c, None
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -175,6 +196,10 @@ def to_markdown(summary: dict[str, Any], fractions: list[float], title: str = ""
                 cells.append(f"**{s}**" if e["mean"] == best[c] else s)
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
+    if summary.get("failed"):  # a failed cell is missing from its mean: say so beside the table
+        lines += [f"## failed cells ({len(summary['failed'])})", "", "| cell | error |", "|---|---|"]
+        lines += [f"| {f['run_dir']} | {f['error'].replace('|', '/')} |" for f in summary["failed"]]
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -186,7 +211,7 @@ def write_table(cells: list[Cell], out: Path, fractions: list[float], extra: dic
     return summary
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="edgekd sweep", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True, help="base config (YAML path or preset name)")
     p.add_argument("--out", required=True, help="sweep directory (cells/ + table.md + table.json)")
@@ -197,32 +222,92 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--param", action="append", default=[], metavar="KEY=V1,V2",
                    help="hyperparameter axis, e.g. method.alpha=0.2,0.6,1.0 (repeatable: cartesian product)")
     p.add_argument("--launcher", choices=LAUNCHERS, default="subprocess",
-                   help="inproc (fastest), subprocess (isolated, default) or accelerate (multi-process)")
+                   help="inproc (fastest), subprocess (isolated, default), accelerate (multi-process) "
+                   "or ray (cells as Ray tasks across a cluster; pip install 'edgekd[cluster]')")
     p.add_argument("--num-processes", type=int, default=1, help="with --launcher accelerate")
+    ray = p.add_argument_group("--launcher ray (run directories must be on a file system every node sees)")
+    ray.add_argument("--ray-address", default=None,
+                     help="cluster to join, e.g. HEAD_IP:6379 (default: a Ray running here, else a new local one)")
+    ray.add_argument("--cpus-per-cell", type=float, default=None, help="CPUs Ray reserves per cell (default 1)")
+    ray.add_argument("--gpus-per-cell", type=float, default=None,
+                     help="GPUs per cell (default 0); above 1 the cell trains with accelerate --multi_gpu")
+    ray.add_argument("--retries", type=int, default=None, help="extra attempts for a failed cell (default 2)")
     p.add_argument("--keep-checkpoints", action="store_true",
                    help="keep each finished cell's checkpoints/ (default: delete them, ~50-100 MB per cell)")
     p.add_argument("--table-only", action="store_true", help="rebuild the table from finished cells")
     p.add_argument("--dry-run", action="store_true", help="list the cells and exit")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="applied to every cell")
-    a = p.parse_args(argv)
+    return p.parse_args(argv)
 
+
+def _executor(a: argparse.Namespace, out: Path, base: list[str], seed: int
+              ) -> Callable[[list[Cell]], Iterator[tuple[Cell, str | None]]]:
+    """The launcher's way of running cells; `run_cell` is looked up here so the Ray tasks carry it."""
+    ray_flags = {"--ray-address": a.ray_address, "--cpus-per-cell": a.cpus_per_cell,
+                 "--gpus-per-cell": a.gpus_per_cell, "--retries": a.retries}
+    if a.launcher != "ray":
+        given = [flag for flag, value in ray_flags.items() if value is not None]
+        if given:
+            raise EdgeKDError(f"{', '.join(given)} only apply to --launcher ray (got --launcher {a.launcher})")
+        return partial(run_local, runner=partial(run_cell, out=out, base=base, seed=seed, launcher=a.launcher,
+                                                 num_processes=a.num_processes))
+    from edgekd import sweep_ray
+
+    sweep_ray.import_ray()  # fail before any work if the extra is missing
+    opts = sweep_ray.RayOptions(**{k: v for k, v in dict(
+        address=a.ray_address, cpus_per_cell=a.cpus_per_cell, gpus_per_cell=a.gpus_per_cell, retries=a.retries,
+    ).items() if v is not None})
+    if opts.retries < 0 or opts.cpus_per_cell <= 0 or opts.gpus_per_cell < 0:
+        raise EdgeKDError("--retries and --gpus-per-cell must be >= 0 and --cpus-per-cell > 0")
+    launcher, procs = opts.cell_launcher()
+    runner = partial(run_cell, out=out, base=base, seed=seed, launcher=launcher, num_processes=procs)
+    return partial(sweep_ray.run_cells, runner=runner, out=out, opts=opts)
+
+
+def _execute(todo: list[Cell], done: list[Cell], n_cells: int, execute: Callable, out: Path,
+             fractions: list[float], extra: dict[str, Any], keep_checkpoints: bool) -> list[dict[str, Any]]:
+    """Run the cells, rewriting the table as each one ends; returns the failed cells."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    failed: list[dict[str, Any]] = []
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as bar:
+        task = bar.add_task("sweep", total=n_cells, completed=n_cells - len(todo))
+        for c, error in execute(todo):
+            if error is not None:
+                failed.append({**asdict(c), "run_dir": str(c.run_dir(out)), "error": error})
+                bar.console.print(f"[red]cell failed[/red] {c.run_dir(out)}: {error}")
+            else:
+                done.append(c)
+                if not keep_checkpoints:  # the cell is finished: its resume state is dead weight
+                    shutil.rmtree(c.run_dir(out) / "checkpoints", ignore_errors=True)
+                res = json.loads((c.run_dir(out) / "results.json").read_text())
+                bar.console.print(f"{c.run_dir(out)}: accuracy {res['accuracy']:.4f} "
+                                  f"({res.get('train_seconds') or 0:.0f} s training)")
+            write_table(done, out, fractions, {**extra, "failed": failed})
+            bar.advance(task)
+    return failed
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = _parse(argv)
     bad = [m for m in a.methods if m not in METHODS]
     if bad:
         raise EdgeKDError(f"unknown method(s) {bad}; choose from {', '.join(METHODS)}")
     base_cfg = load_config(a.config, a.overrides)  # validates the base overrides once, up front
     out = Path(a.out)
+    # resume=true: a cell interrupted (killed driver, crashed worker) continues from its last epoch
+    base = ["--config", str(a.config), *a.overrides, "resume=true"]
+    execute = _executor(a, out, base, base_cfg.seed)
     out.mkdir(parents=True, exist_ok=True)
-    base = ["--config", str(a.config), *a.overrides]
-    datasets = a.datasets or [base_cfg.data.root]
-    params = parse_params(a.param)
-    cells = plan(datasets, a.fractions, a.methods, a.draws, params)
+    cells = plan(a.datasets or [base_cfg.data.root], a.fractions, a.methods, a.draws, parse_params(a.param))
     for c in cells:  # every cell's override set must be valid before hours of training start
         load_config(a.config, [*a.overrides, *c.overrides(out, base_cfg.seed)])
     extra = {"command": "edgekd sweep " + " ".join(argv if argv is not None else sys.argv[1:]),
-             "fractions": a.fractions, "methods": a.methods, "draws": a.draws, "params": params}
+             "fractions": a.fractions, "methods": a.methods, "draws": a.draws, "params": parse_params(a.param)}
     done = [c for c in cells if is_done(c, out, a.config, a.overrides, base_cfg.seed)]
     todo = [c for c in cells if c not in done]
-    stale = [c for c in todo if (c.run_dir(out) / "results.json").exists()]
+    stale = [c for c in todo if (c.run_dir(out) / "config.yaml").exists()
+             and not same_config(c, out, a.config, a.overrides, base_cfg.seed)]
     if a.dry_run:
         for c in cells:
             print(("done " if c in done else "stale " if c in stale else "todo ") + str(c.run_dir(out)))
@@ -231,38 +316,19 @@ def main(argv: list[str] | None = None) -> int:
         write_table(done, out, a.fractions, extra)
         print((out / "table.md").read_text())
         return 0
-    for c in stale:  # finished with other settings: its result must not enter this table
-        (c.run_dir(out) / "results.json").unlink()
-
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    failures: list[tuple[Cell, str]] = []
-    print(f"sweep: {len(cells)} cells, {len(cells) - len(todo)} already done, {len(todo)} to run"
-          + (f" ({len(stale)} finished with other settings: re-run)" if stale else "") + f" -> {out}")
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as bar:
-        task = bar.add_task("sweep", total=len(cells), completed=len(cells) - len(todo))
-        for c in todo:
-            bar.update(task, description=f"{_slug(c.dataset)} f={c.fraction:g} {c.method} {c.param_label} draw {c.draw}")
-            t0 = time.perf_counter()
-            try:
-                run_cell(c, out, base, base_cfg.seed, a.launcher, a.num_processes)
-            except Exception as e:  # noqa: BLE001 - record, keep going; the table shows what finished
-                failures.append((c, f"{type(e).__name__}: {e}"))
-                bar.console.print(f"[red]cell failed[/red] {c.run_dir(out)}: {e}")
-            else:
-                done.append(c)
-                if not a.keep_checkpoints:  # the cell is finished: its resume state is dead weight
-                    shutil.rmtree(c.run_dir(out) / "checkpoints", ignore_errors=True)
-                acc = json.loads((c.run_dir(out) / "results.json").read_text())["accuracy"]
-                bar.console.print(f"{c.run_dir(out)}: accuracy {acc:.4f} ({time.perf_counter() - t0:.0f} s)")
-            write_table(done, out, a.fractions, extra)
-            bar.advance(task)
-    write_table(done, out, a.fractions, extra)
+    for c in stale:  # started with other settings: neither its result nor its checkpoints may be reused
+        (c.run_dir(out) / "results.json").unlink(missing_ok=True)
+        shutil.rmtree(c.run_dir(out) / "checkpoints", ignore_errors=True)
+    print(f"sweep: {len(cells)} cells, {len(done)} already done, {len(todo)} to run"
+          + (f" ({len(stale)} started with other settings: re-run)" if stale else "")
+          + f" -> {out} (launcher {a.launcher})")
+    failed = _execute(todo, done, len(cells), execute, out, a.fractions, extra, a.keep_checkpoints)
+    write_table(done, out, a.fractions, {**extra, "failed": failed})
     print((out / "table.md").read_text())
-    if failures:
-        print(f"{len(failures)} cell(s) failed:", file=sys.stderr)
-        for c, msg in failures:
-            print(f"  {c.run_dir(out)}: {msg}", file=sys.stderr)
+    if failed:
+        print(f"{len(failed)} cell(s) failed:", file=sys.stderr)
+        for f in failed:
+            print(f"  {f['run_dir']}: {f['error']}", file=sys.stderr)
         return 1
     return 0
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idempotent setup on a fresh machine: Debian data package, .venv with torch from local disk,
-# then edgekd with its training, export and dev extras.
+# then edgekd with its training, export, explain, cluster (Ray) and dev extras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -18,5 +18,5 @@ fi
 # torch first, pinned to the pair that imports together (pip takes them from this machine's disk);
 # the project's lower bounds are then already satisfied and pip pulls no other torch.
 .venv/bin/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
-.venv/bin/python -m pip install -q -e ".[train,export,explain,dev]"
+.venv/bin/python -m pip install -q -e ".[train,export,explain,cluster,dev]"
 echo "edgekd: environment ready in .venv ($(.venv/bin/python -c 'import torch,timm;print("torch",torch.__version__,"timm",timm.__version__)'))"
