@@ -76,7 +76,7 @@ def test_ours_writes_the_run_directory(tiny, tmp_path):
 
 @pytest.mark.parametrize("method,extra", [
     ("ours-swap", []), ("ours-cskd", []), ("ours-cskd", ["method.cskd_teacher=self"]),
-    ("ours-tfkd", []), ("ours-tfkd", ["method.tfkd_mode=reg"]),
+    ("ours-tfkd", []), ("ours-tfkd", ["method.tfkd_mode=reg"]), ("ours-tfkd", ["method.tfkd_mode=self"]),
     ("cm1", []), ("cm2", []), ("cm3", []), ("cm4", []), ("kd", []), ("ours", ["mixed_precision=bf16"]),
 ])
 def test_each_method_runs_one_epoch(tiny, tmp_path, method, extra):
