@@ -25,6 +25,7 @@ class Thresholds:
 
     max_drop_pt: dict[str, float] = field(default_factory=lambda: {"fp32": 0.1, "fp16": 0.1, "int8": 1.0})
     min_agreement_pct: dict[str, float] = field(default_factory=lambda: {"fp32": 99.5, "fp16": 99.5, "int8": 98.0})
+    min_map_rank_corr: float | None = None  # explanation drift: fail below this mean rank correlation of the maps
 
     @classmethod
     def parse(cls, overrides: list[str] | None) -> "Thresholds":
@@ -56,6 +57,8 @@ class VerifyResult:
     mean_kl: float
     mean_cosine: float
     nonfinite: int = 0  # test images whose logits contain NaN/Inf
+    map_rank_corr: float | None = None  # occlusion maps vs PyTorch's (edgekd.export.explain_runtime), if measured
+    map_top_iou: float | None = None
     passed: bool = True
     reasons: list[str] = field(default_factory=list)
 
@@ -102,22 +105,29 @@ def verify(
     reference: Predictor,
     batches: Iterable[tuple[np.ndarray, np.ndarray]],
     thresholds: Thresholds | None = None,
+    drift_images: int = 0,
 ) -> list[VerifyResult]:
     """Stream the test batches once through the reference and every artifact.
 
     `artifacts`: name -> (runner, precision). Each batch is fed as-is, so the last partial
     batch goes through the runner's own handling (dynamic batch, or padding it drops).
+    `drift_images` > 0: also compare occlusion maps on the first that many test images.
     """
+    from edgekd.export.explain_runtime import DriftProbe
+
     thresholds = thresholds or Thresholds()
     for name, (_, precision) in artifacts.items():
         limits(thresholds, precision, name)  # fail before streaming the test split
     acc = {name: _Acc() for name in artifacts}
+    probe = DriftProbe(reference, drift_images) if drift_images > 0 else None
     for x, y in batches:
+        if probe is not None:
+            probe.take(x)
         ref = reference.predict(x).astype(np.float64)
         for name, (runner, _) in artifacts.items():
             acc[name].add(ref, runner.predict(x), y)
     results = []
-    for name, (_, precision) in artifacts.items():
+    for name, (runner, precision) in artifacts.items():
         a = acc[name]
         n = max(a.n, 1)
         r = VerifyResult(
@@ -126,6 +136,9 @@ def verify(
             agreement_pct=100 * a.agree / n, max_abs_diff=a.max_diff, mean_kl=a.kl / n, mean_cosine=a.cos / n,
             nonfinite=a.nonfinite,
         )
+        if probe is not None and a.n:
+            drift = probe.measure(runner)
+            r.map_rank_corr, r.map_top_iou = drift.rank_corr, drift.top_iou
         check(r, thresholds)
         results.append(r)
     return results
@@ -155,5 +168,8 @@ def check(r: VerifyResult, t: Thresholds) -> VerifyResult:
         r.reasons.append(f"accuracy drop {r.drop_pt:.2f} pt > {max_drop:g} pt allowed for {r.precision}")
     if r.agreement_pct < min_agree - 1e-9:
         r.reasons.append(f"top-1 agreement {r.agreement_pct:.2f}% < {min_agree:g}% required for {r.precision}")
+    if t.min_map_rank_corr is not None and r.map_rank_corr is not None and r.map_rank_corr < t.min_map_rank_corr:
+        r.reasons.append(f"explanation drift: map rank correlation {r.map_rank_corr:.2f} < {t.min_map_rank_corr:g} "
+                         "vs PyTorch (the evidence moved)")
     r.passed = not r.reasons
     return r

@@ -70,7 +70,7 @@ def _feature_module(model: nn.Module, x: torch.Tensor) -> str:
              for name, m in model.named_modules() if name and not isinstance(m, nn.Identity)]
     try:
         with torch.no_grad():
-            model.forward_features(x[:1])
+            model.eval().forward_features(x[:1])
     finally:
         for h in hooks:
             h.remove()
