@@ -264,20 +264,24 @@ def _executor(a: argparse.Namespace, out: Path, base: list[str], seed: int
     return partial(sweep_ray.run_cells, runner=runner, out=out, opts=opts)
 
 
-def _execute(todo: list[Cell], done: list[Cell], n_cells: int, execute: Callable, out: Path,
+def _execute(todo: list[Cell], done: list[Cell], cells: list[Cell], execute: Callable, out: Path,
              fractions: list[float], extra: dict[str, Any], keep_checkpoints: bool) -> list[dict[str, Any]]:
-    """Run the cells, rewriting the table as each one ends; returns the failed cells."""
+    """Run the cells, rewriting the table as each one ends; returns the failed cells.
+
+    `done` is kept in plan order, so the table does not depend on the order cells finish in.
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     failed: list[dict[str, Any]] = []
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as bar:
-        task = bar.add_task("sweep", total=n_cells, completed=n_cells - len(todo))
+        task = bar.add_task("sweep", total=len(cells), completed=len(cells) - len(todo))
         for c, error in execute(todo):
             if error is not None:
                 failed.append({**asdict(c), "run_dir": str(c.run_dir(out)), "error": error})
                 bar.console.print(f"[red]cell failed[/red] {c.run_dir(out)}: {error}")
             else:
                 done.append(c)
+                done.sort(key=cells.index)
                 if not keep_checkpoints:  # the cell is finished: its resume state is dead weight
                     shutil.rmtree(c.run_dir(out) / "checkpoints", ignore_errors=True)
                 res = json.loads((c.run_dir(out) / "results.json").read_text())
@@ -322,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"sweep: {len(cells)} cells, {len(done)} already done, {len(todo)} to run"
           + (f" ({len(stale)} started with other settings: re-run)" if stale else "")
           + f" -> {out} (launcher {a.launcher})")
-    failed = _execute(todo, done, len(cells), execute, out, a.fractions, extra, a.keep_checkpoints)
+    failed = _execute(todo, done, cells, execute, out, a.fractions, extra, a.keep_checkpoints)
     write_table(done, out, a.fractions, {**extra, "failed": failed})
     print((out / "table.md").read_text())
     if failed:
