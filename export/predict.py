@@ -29,9 +29,11 @@ _GLOB_CHARS = frozenset("*?[")
 
 
 def _expand_one(arg: str) -> list[str]:
-    from edgekd.data.io import is_candidate
+    from edgekd.data.io import SCHEMES, is_candidate
     from edgekd.data.scan import scan_images
 
+    if arg.startswith(SCHEMES):  # an image inside an archive, as manifests store it (idx://FILE#N)
+        return [arg]
     paths = [Path(p) for p in sorted(glob.glob(arg, recursive=True))] if _GLOB_CHARS & set(arg) else [Path(arg)]
     out: list[str] = []
     for p in paths:

@@ -107,8 +107,9 @@ def test_explain_run_teacher_from_config_and_errors(tmp_path, capsys):
     cfg = load_config(None, ["method=ours", "model.teacher=resnet10t", "model.teacher_pretrained=false"])
     save_config(cfg, run / "config.yaml")
     models, notes = run_models(run)
-    assert [m.label for m in models] == ["S", "teacher (resnet10t, weight donor)"]
+    assert [m.label for m in models] == ["S", "teacher"]
     assert models[1].model.num_classes == 1000 and any("aux.safetensors" in n for n in notes)
+    assert any("resnet10t" in n and "ImageNet" in n for n in notes)
     write_pngs(tmp_path / "im", 1)
     assert main(["explain", "--run", str(run), str(tmp_path / "im"), "--models", "student,nope"]) == 2
     assert main(["explain", "--run", str(run), str(tmp_path / "missing.png")]) == 2

@@ -8,6 +8,8 @@ no torch needed (a clinic box with `edgekd[runtime]`). Imports stay lazy for tha
 from __future__ import annotations
 
 import argparse
+from collections import defaultdict
+from itertools import zip_longest
 from pathlib import Path
 
 from edgekd.errors import EdgeKDError
@@ -21,7 +23,9 @@ def parser() -> argparse.ArgumentParser:
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", type=Path, help="trainer run directory: torch CAMs of S, S' and the teacher")
     src.add_argument("--artifact", type=Path, help="exported .onnx / .xml: occlusion maps through the runtime, no torch")
-    ap.add_argument("images", nargs="+", help="image files, folders (recursive), globs ('**' recursive), DICOM series")
+    ap.add_argument("images", nargs="*", help="image files, folders (recursive), globs ('**' recursive), DICOM series")
+    ap.add_argument("--sample", type=int, metavar="N", help="also explain N images of the test manifest, classes in turn")
+    ap.add_argument("--data", type=Path, help="the manifest for --sample (default RUN/data/test.json)")
     ap.add_argument("--method", choices=[*CAM_METHODS, "occlusion"],
                     help="--run: a CAM method (default gradcam); --artifact: occlusion (the only one a runtime allows)")
     ap.add_argument("--models", default="student,aux,teacher", help="--run: which of student,aux,teacher to show")
@@ -32,11 +36,31 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
+def sample_manifest(path: Path, n: int) -> list[str]:
+    """n images of a manifest, one class after another (a gallery should show every class)."""
+    from edgekd.data import Manifest
+
+    if not path.is_file():
+        raise EdgeKDError(f"--sample: no manifest at {path}; fix: pass --data MANIFEST.json")
+    by_class: dict[int, list[str]] = defaultdict(list)
+    for address, label in Manifest.load(path).items:
+        by_class[label].append(address)
+    turns = zip_longest(*(by_class[k] for k in sorted(by_class)))
+    return [a for turn in turns for a in turn if a is not None][:n]
+
+
 def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(argv)
     from edgekd.export.predict import expand_images
 
-    images = expand_images(a.images)[: a.limit]
+    images = expand_images(a.images)[: a.limit] if a.images else []
+    if a.sample:
+        data = a.data or (a.run / "data" / "test.json" if a.run else None)
+        if data is None:
+            raise EdgeKDError("--sample with --artifact needs --data MANIFEST.json (e.g. RUN/data/test.json)")
+        images += sample_manifest(data, a.sample)
+    if not images:
+        raise EdgeKDError("no images to explain; fix: pass IMAGE/FOLDER/GLOB arguments or --sample N")
     if a.artifact is not None:
         if a.method not in (None, "occlusion"):
             raise EdgeKDError(f"--method {a.method} needs the torch model; fix: use --run RUN for CAMs, or "

@@ -9,6 +9,7 @@ image and model, and `explanations.json` (predicted class, probability, map peak
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,7 +102,7 @@ def write_gallery(rows: list[GalleryRow], out: Path, title: str, notes: list[str
           "|---" * (len(labels) + 1) + "|"]
     records, tiles = [], []
     for i, row in enumerate(rows):
-        stem = f"{i:03d}_{Path(row.source).stem}"
+        stem = f"{i:03d}_" + re.sub(r"[^\w.-]", "_", Path(row.source).name).replace(".", "_")
         row_tiles = [enlarge(Image.fromarray(row.image))]
         row_tiles[0].save(out / "overlays" / f"{stem}_input.png")
         cells = [f"![input](overlays/{stem}_input.png)<br>{Path(row.source).name}"]

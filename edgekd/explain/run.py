@@ -56,7 +56,7 @@ def class_name(classes: list[str] | None, idx: int, num_classes: int) -> str:
 
 
 def _teacher_from_config(run: Path) -> tuple[Explainee | None, str | None]:
-    """The selection teacher as the run built it, or (None, why not)."""
+    """(the selection teacher as the run built it, a note for the gallery); (None, why) if none."""
     from edgekd.config import load_config
     from edgekd.models import load_teacher
 
@@ -68,7 +68,8 @@ def _teacher_from_config(run: Path) -> tuple[Explainee | None, str | None]:
         t = load_teacher(m.teacher, weights=m.teacher_weights, pretrained=m.teacher_pretrained, **m.teacher_kwargs)
     except EdgeKDError as e:
         return None, f"teacher {m.teacher} not shown: {e}"
-    return Explainee(f"teacher ({m.teacher}, weight donor)", t, None), None
+    return Explainee("teacher", t, None), (f"teacher = {m.teacher} as built for weight selection (never trained on "
+                                           "this data): its map explains its own top-1 ImageNet class")
 
 
 def run_models(run: Path, roles: tuple[str, ...] = ROLES) -> tuple[list[Explainee], list[str]]:
@@ -88,9 +89,9 @@ def run_models(run: Path, roles: tuple[str, ...] = ROLES) -> tuple[list[Explaine
             model, meta = load_student(path)
             out.append(Explainee(_LABELS[role], model, list(meta["classes"])))
         elif role == "teacher":
-            t, why = _teacher_from_config(run)
+            t, note = _teacher_from_config(run)
             out += [t] if t else []
-            notes += [why] if why else []
+            notes += [note] if note else []
         else:
             notes.append(f"{files[role]} not in the run (S' is saved by the self-distillation methods)")
     return out, notes
