@@ -108,6 +108,10 @@ def verify_main(argv: list[str]) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--json", type=Path, help="also write the results as JSON")
+    ap.add_argument("--drift-images", type=int, default=16, help="explanation drift: compare each artifact's "
+                    "occlusion maps with PyTorch's on the first N test images (0 = off)")
+    ap.add_argument("--drift-threshold", type=float, metavar="RHO", help="fail an artifact whose maps' mean rank "
+                    "correlation with PyTorch's is below RHO (e.g. 0.8): top-1 kept, evidence moved")
     a = ap.parse_args(argv)
     from edgekd.export.batches import iter_batches, manifest_items
     from edgekd.export.metadata import read_metadata
@@ -117,6 +121,7 @@ def verify_main(argv: list[str]) -> int:
     from edgekd.export.verify import Thresholds, verify
 
     thresholds = Thresholds.parse(a.threshold)
+    thresholds.min_map_rank_corr = a.drift_threshold
     src = resolve_run(a.run)
     data = a.data or src.test_manifest
     if data is None:
@@ -131,9 +136,11 @@ def verify_main(argv: list[str]) -> int:
                               f"{src.meta['weights_sha256'][:12]}...); verify it against the run it came from")
         arts[str(p)] = (open_runner(p, RunnerConfig(threads=a.threads)), str(md.get("precision", "unknown")))
     items = manifest_items(data, src.meta["classes"])
-    results = verify(arts, TorchRunner(src.weights, a.threads), iter_batches(items, src.meta["preprocess"], a.batch_size), thresholds)
+    results = verify(arts, TorchRunner(src.weights, a.threads), iter_batches(items, src.meta["preprocess"], a.batch_size), thresholds,
+                     drift_images=a.drift_images)
     rows = [ReportRow(Path(r.name).name, Path(r.name).suffix, r.precision, accuracy=r.accuracy, drop_pt=r.drop_pt,
-                      agreement_pct=r.agreement_pct, max_abs_diff=r.max_abs_diff, mean_kl=r.mean_kl, passed=r.passed,
+                      agreement_pct=r.agreement_pct, max_abs_diff=r.max_abs_diff, mean_kl=r.mean_kl,
+                      map_rank_corr=r.map_rank_corr, passed=r.passed,
                       reasons=r.reasons, path=r.name) for r in results]
     print_table(rows, title=f"edgekd verify on {data} ({len(items)} images)")
     if a.json:

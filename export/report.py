@@ -25,6 +25,7 @@ class ReportRow:
     agreement_pct: float | None = None
     max_abs_diff: float | None = None
     mean_kl: float | None = None
+    map_rank_corr: float | None = None  # explanation drift: occlusion maps vs PyTorch (1 = same evidence)
     p50_ms: float | None = None
     speedup_vs_torch: float | None = None
     passed: bool | None = None
@@ -34,7 +35,7 @@ class ReportRow:
 
 COLUMNS = [("name", "artifact"), ("format", "format"), ("precision", "precision"), ("size_mb", "size MB"),
            ("accuracy", "acc %"), ("drop_pt", "drop pt"), ("agreement_pct", "agree %"), ("max_abs_diff", "max |diff|"),
-           ("mean_kl", "mean KL"), ("p50_ms", "p50 ms"), ("speedup_vs_torch", "x torch"), ("verdict", "verdict")]
+           ("mean_kl", "mean KL"), ("map_rank_corr", "map rho"), ("p50_ms", "p50 ms"), ("speedup_vs_torch", "x torch"), ("verdict", "verdict")]
 
 
 def _fmt(key: str, row: ReportRow) -> str:
