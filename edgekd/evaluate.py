@@ -9,6 +9,7 @@ finished run directory from its saved weights on one process (no training code n
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -127,10 +128,26 @@ Confusion matrix: `confusion_matrix.png`.
 ## Limitations
 - Trained on {results['n_train']} images; accuracy on other scanners, sites or populations is unknown.
 - Not a medical device. Validate on local data before any clinical use.
+
+{EXPLAIN_HEADING}
+- No gallery yet: `edgekd explain --run RUN --sample 8` shows where S, S' and the teacher look and links it here.
 """
     path = run_dir / "MODEL_CARD.md"
     path.write_text(text)
     return path
+
+
+EXPLAIN_HEADING = "## Explanations"
+
+
+def link_gallery(run_dir: str | Path, gallery: Path, method: str) -> None:
+    """Point the card's Explanations section at an `edgekd explain` gallery (made after training)."""
+    card = Path(run_dir) / "MODEL_CARD.md"
+    if not card.is_file():
+        return
+    body = card.read_text().split(f"\n{EXPLAIN_HEADING}\n")[0].rstrip("\n")
+    rel = os.path.relpath(gallery, run_dir)
+    card.write_text(f"{body}\n\n{EXPLAIN_HEADING}\n- Where the models look ({method}): [{rel}]({rel}).\n")
 
 
 def evaluate_run(run_dir: str | Path, weights: str = "model.safetensors", batch_size: int = 64) -> dict[str, Any]:

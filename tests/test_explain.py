@@ -96,6 +96,18 @@ def test_explain_run_side_by_side_with_dicom(tmp_path):
     assert "| input | S | S' (aux) | teacher |" in md and md.count("![") == 12
 
 
+def test_model_card_links_the_gallery(tmp_path):
+    from edgekd.evaluate import EXPLAIN_HEADING, link_gallery
+
+    card = tmp_path / "MODEL_CARD.md"
+    card.write_text(f"# card\n\n## Limitations\n- x\n\n{EXPLAIN_HEADING}\n- No gallery yet\n")
+    for method in ("gradcam", "scorecam"):  # a second gallery replaces the link, never appends
+        link_gallery(tmp_path, tmp_path / "explain" / method / "gallery.md", method)
+    text = card.read_text()
+    assert text.count(EXPLAIN_HEADING) == 1 and "No gallery" not in text and "- x" in text
+    assert "[explain/scorecam/gallery.md](explain/scorecam/gallery.md)" in text and "gradcam" not in text
+
+
 def test_explain_run_teacher_from_config_and_errors(tmp_path, capsys):
     """An `ours` run stores no teacher: it is rebuilt from config.yaml (here random-init, offline)."""
     from edgekd.cli import main

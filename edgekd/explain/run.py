@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from edgekd.data import load_image
 from edgekd.errors import EdgeKDError
+from edgekd.evaluate import link_gallery
 from edgekd.explain.cam import CamConfig, compute_cams
 from edgekd.explain.render import GalleryRow, Panel, denormalize, write_gallery
 from edgekd.preprocess import PreprocessConfig, preprocess_numpy
@@ -120,4 +121,6 @@ def explain_run(req: ExplainRequest) -> Path:
             rows.append(GalleryRow(path, denormalize(xi, pp.mean, pp.std), panels))
     notes = [f"Method: {req.cam.method} (pytorch-grad-cam); each map explains that model's own top-1 class.",
              f"Run: `{req.run}` ({meta['architecture']}, method {meta.get('method', '?')}).", *notes]
-    return write_gallery(rows, req.out, f"What the models look at ({req.cam.method})", [f"- {n}" for n in notes])
+    gallery = write_gallery(rows, req.out, f"What the models look at ({req.cam.method})", [f"- {n}" for n in notes])
+    link_gallery(req.run, gallery, req.cam.method)
+    return gallery
