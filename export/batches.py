@@ -43,9 +43,13 @@ def manifest_items(data: str | Path, classes: list[str] | None = None) -> list[t
     return items
 
 
-def iter_batches(items: list[tuple[str, int]], preprocess: dict, batch_size: int = 32) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def load_batch(paths: list[str], preprocess: dict) -> np.ndarray:
+    """The one image-batch loader: addresses -> float32 NCHW, preprocessed exactly as serving does."""
     cfg = contract.preprocess_config(preprocess)
+    return np.stack([contract.preprocess_numpy(contract.load_image(p), cfg) for p in paths]).astype(np.float32)
+
+
+def iter_batches(items: list[tuple[str, int]], preprocess: dict, batch_size: int = 32) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     for i in range(0, len(items), batch_size):
         chunk = items[i : i + batch_size]
-        x = np.stack([contract.preprocess_numpy(contract.load_image(p), cfg) for p, _ in chunk]).astype(np.float32)
-        yield x, np.array([l for _, l in chunk], dtype=np.int64)
+        yield load_batch([p for p, _ in chunk], preprocess), np.array([l for _, l in chunk], dtype=np.int64)

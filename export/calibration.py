@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
 from edgekd.export import contract
+from edgekd.export.batches import load_batch
 
 DEFAULT_CALIB_SIZE = 300
 
@@ -69,11 +71,29 @@ def stratified_subset(items: list[tuple[str, int]], size: int, seed: int = 0) ->
     return [r[2] for r in ranked[:size]]
 
 
+def _manifest_items(manifest_path: str | Path) -> list[tuple[str, int]]:
+    return [(str(p), int(l)) for p, l in contract.load_manifest(manifest_path).items]
+
+
+def refuse_test_overlap(calib_manifest: str | Path, test_manifest: str | Path | None) -> None:
+    """INT8 ranges and the accuracy-aware search must never see a test image: verify would
+    then grade the quantizer on data it was tuned on. Any shared item is an error."""
+    if test_manifest is None:
+        return
+    from edgekd.errors import EdgeKDError
+
+    test = {p for p, _ in _manifest_items(test_manifest)}
+    shared = sorted({p for p, _ in _manifest_items(calib_manifest)} & test)
+    if shared:
+        raise EdgeKDError(
+            f"calibration manifest {calib_manifest} shares {len(shared)} image(s) with the test manifest "
+            f"{test_manifest} (e.g. {shared[0]}); pass --calib-data with training images only (default: RUN/data/train.json)")
+
+
 def build_calibration(manifest_path: str, preprocess: dict, cfg: CalibrationConfig | None = None) -> CalibrationSet:
     """Load + preprocess the stratified subset of the manifest at `manifest_path`."""
     cfg = cfg or CalibrationConfig()
-    manifest = contract.load_manifest(manifest_path)
-    items = [(str(p), int(l)) for p, l in manifest.items]
+    items = _manifest_items(manifest_path)
     chosen = stratified_subset(items, cfg.size, cfg.seed)
     notes = []
     if len(chosen) < DEFAULT_CALIB_SIZE:
@@ -84,26 +104,21 @@ def build_calibration(manifest_path: str, preprocess: dict, cfg: CalibrationConf
         )
         warnings.warn(msg, CalibrationWarning, stacklevel=2)
         notes.append(msg)
-    pcfg = contract.preprocess_config(preprocess)
-    x = np.stack([contract.preprocess_numpy(contract.load_image(p), pcfg) for p, _ in chosen]).astype(np.float32)
+    x = load_batch([p for p, _ in chosen], preprocess)
     return CalibrationSet(x, np.array([l for _, l in chosen]), [p for p, _ in chosen], notes)
 
 
-class OrtCalibrationReader:
-    """`onnxruntime.quantization.CalibrationDataReader` over a CalibrationSet."""
-
-    def __init__(self, calib: CalibrationSet, input_name: str, batch_size: int = 16):
-        self._calib, self._name, self._bs = calib, input_name, batch_size
-        self.rewind()
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self._it, None)
-
-    def rewind(self) -> None:
-        self._it = ({self._name: b} for b in self._calib.batches(self._bs))
-
-    def __len__(self) -> int:
-        return -(-len(self._calib) // self._bs)
+def build_validation(manifest_path: str, preprocess: dict, size: int, exclude: list[str], seed: int = 1) -> CalibrationSet:
+    """The accuracy-aware INT8 search's validation slice: class-stratified TRAINING images,
+    disjoint from the calibration images when the split is large enough (else shared, noted)."""
+    items = _manifest_items(manifest_path)
+    taken = set(exclude)
+    free = [it for it in items if it[0] not in taken]
+    notes = [] if len(free) >= min(size, len(items)) else [
+        f"validation slice shares images with calibration (training split has only {len(items)})"]
+    chosen = stratified_subset(free if not notes else items, size, seed)
+    x = load_batch([p for p, _ in chosen], preprocess)
+    return CalibrationSet(x, np.array([l for _, l in chosen]), [p for p, _ in chosen], notes)
 
 
 def nncf_dataset(calib: CalibrationSet) -> Any:

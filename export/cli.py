@@ -24,7 +24,7 @@ def export_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="edgekd export", description="Export a trained student to ONNX / OpenVINO / "
                                  "TensorRT, verify every artifact on the test split, time it, write a report.")
     ap.add_argument("--run", type=Path, help="trainer run directory (or a .safetensors with its .json sidecar)")
-    ap.add_argument("--target", default="all", choices=[*TARGETS, "all"])
+    ap.add_argument("--target", default="all", help=f"one of {', '.join(TARGETS)}, a comma list (onnx,openvino) or all")
     ap.add_argument("--precision", default=None, choices=[*PRECISIONS, "all"],
                     help="default: the target's usual set (onnx: fp32+int8; openvino: fp32+fp16+int8; tensorrt: fp16+int8)")
     ap.add_argument("--data", type=Path, help="test manifest JSON or dataset folder (default: RUN/data/test.json)")
@@ -34,6 +34,10 @@ def export_parser() -> argparse.ArgumentParser:
     ap.add_argument("--quant-format", choices=ORT_QUANT_FORMATS, help="ONNX Runtime INT8 form for the CPU artifact (default qoperator)")
     ap.add_argument("--keep-float", type=_csv, help="comma list of op types / node-name substrings kept float "
                     "(default per architecture: ViT LayerNormalization,Gelu,Erf,Softmax; ConvNeXt LayerNormalization)")
+    ap.add_argument("--val-size", type=int, help="INT8 accuracy control: validation images from the TRAINING manifest "
+                    "(default 500, never calibration or test images)")
+    ap.add_argument("--no-accuracy-control", action="store_true", help="INT8: plain PTQ, no keep-float search (faster, "
+                    "may fail verify)")
     ap.add_argument("--out", type=Path, help="output folder (default RUN/export)")
     ap.add_argument("--opset", type=int, default=20, help="ONNX opset, >= 17 (20 keeps GELU one op; 17 for TensorRT < 10)")
     ap.add_argument("--no-verify", action="store_true")
@@ -65,6 +69,7 @@ def export_main(argv: list[str]) -> int:
     req = ExportRequest(
         run=a.run, target=a.target, precision=a.precision, out=a.out, data=a.data, calib_data=a.calib_data,
         calib_size=a.calib_size, calib_method=a.calib_method, quant_format=a.quant_format, keep_float=a.keep_float,
+        val_size=a.val_size, accuracy_control=not a.no_accuracy_control,
         verify=not a.no_verify, bench=not a.no_bench, thresholds=Thresholds.parse(a.threshold), threads=a.threads,
         batch_size=a.batch_size, bench_iters=a.bench_iters, min_batch=a.min_batch, opt_batch=a.opt_batch,
         max_batch=a.max_batch, opset=a.opset, command=command_line(argv),
@@ -77,7 +82,7 @@ def _build_on_device(a: argparse.Namespace) -> int:
 
     if not (a.build_on_device and a.onnx):
         raise EdgeKDError("--build-on-device and --onnx go together: edgekd export --build-on-device --onnx model.onnx --precision fp16")
-    if a.target not in ("tensorrt", "all"):
+    if a.target not in ("tensorrt", "all"):  # a comma list makes no sense here either
         raise EdgeKDError(f"--build-on-device builds TensorRT engines; --target {a.target} makes no sense with it")
     precision = a.precision or ("int8" if ".qdq" in a.onnx.name else "fp16")
     jobs = plan_jobs("tensorrt", precision)

@@ -13,11 +13,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
 
 from edgekd.export import metadata as md_mod
 from edgekd.export.calibration import CalibrationSet, nncf_dataset
 from edgekd.export.ort_quant import arch_family
+
+if TYPE_CHECKING:
+    from edgekd.export.int8_accuracy import AccuracyTarget, ValidationSet
 
 
 @dataclass
@@ -59,11 +64,10 @@ def save_ir(model: Any, path: Path, precision: str) -> Path:
     return path
 
 
-def quantize_ir(model: Any, calib: CalibrationSet, architecture: str, cfg: OpenVINOQuantConfig | None = None) -> tuple[Any, dict]:
-    """NNCF PTQ of an `openvino.Model` on the calibration set -> (int8 model, report dict)."""
+def _nncf_kwargs(model: Any, calib: CalibrationSet, architecture: str, cfg: OpenVINOQuantConfig) -> tuple[dict, dict]:
+    """NNCF arguments shared by plain PTQ and accuracy control -> (kwargs, report info)."""
     import nncf
 
-    cfg = cfg or OpenVINOQuantConfig()
     family = arch_family(architecture)
     kwargs: dict[str, Any] = dict(subset_size=len(calib), fast_bias_correction=cfg.fast_bias_correction)
     if family == "vit":
@@ -78,8 +82,66 @@ def quantize_ir(model: Any, calib: CalibrationSet, architecture: str, cfg: OpenV
     if types or names:
         kwargs["ignored_scope"] = nncf.IgnoredScope(types=types, names=names, validate=False)
     kwargs.update(cfg.extra)
-    qmodel = nncf.quantize(model, nncf_dataset(calib), **kwargs)
     info = {"model_type": "transformer" if family == "vit" else "default", "preset": cfg.preset,
-            "float_activation_matmuls": len(names),
-            "calib_images": len(calib), "fast_bias_correction": cfg.fast_bias_correction}
+            "float_activation_matmuls": len(names), "calib_images": len(calib), "fast_bias_correction": cfg.fast_bias_correction}
+    return kwargs, info
+
+
+def quantize_ir(model: Any, calib: CalibrationSet, architecture: str, cfg: OpenVINOQuantConfig | None = None) -> tuple[Any, dict]:
+    """NNCF PTQ of an `openvino.Model` on the calibration set -> (int8 model, report dict)."""
+    import nncf
+
+    kwargs, info = _nncf_kwargs(model, calib, architecture, cfg or OpenVINOQuantConfig())
+    return nncf.quantize(model, nncf_dataset(calib), **kwargs), info
+
+
+def float_compute_ops(model: Any) -> list[str]:
+    """Conv/MatMul ops whose activation input is not quantized (no FakeQuantize feeds input 0)."""
+    ops = ("Convolution", "GroupConvolution", "MatMul")
+    return [op.get_friendly_name() for op in model.get_ops() if op.get_type_name() in ops
+            and op.input_value(0).get_node().get_type_name() != "FakeQuantize"]
+
+
+def compiled_predict(model: Any, threads: int = 2) -> Callable[[np.ndarray], np.ndarray]:
+    """`predict(x) -> logits` of an in-memory `openvino.Model`, f32 hint (parity must not depend on BF16)."""
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads})
+    return lambda x: np.asarray(compiled(x)[0])
+
+
+def quantize_accuracy_aware(model: Any, calib: CalibrationSet, val: "ValidationSet", architecture: str,
+                            target: "AccuracyTarget", cfg: OpenVINOQuantConfig | None = None, threads: int = 2) -> tuple[Any, dict]:
+    """Plain NNCF PTQ when it meets `target` on the validation slice; else
+    `nncf.quantize_with_accuracy_control` with the metric "top-1 agreement with PyTorch" and
+    max_drop = 100 % - target, which reverts the most harmful quantizers to float. The report
+    dict lists the compute ops left in float and the batch-1 latency of both candidates."""
+    import nncf
+
+    from edgekd.export.int8_accuracy import batch1_ms, score_predict
+
+    cfg = cfg or OpenVINOQuantConfig()
+    qmodel, info = quantize_ir(model.clone(), calib, architecture, cfg)
+    s = score_predict(compiled_predict(qmodel, threads), val)
+    steps = [{"method": "nncf.quantize", "validation": str(s)}]
+    base_float = set(float_compute_ops(qmodel))
+    info["latency_all_int8_ms"] = batch1_ms(compiled_predict(qmodel, threads), val.x[:1])
+    if not s.meets(target):
+        kwargs, _ = _nncf_kwargs(model, calib, architecture, cfg)
+        items = [(val.x[i : i + 1], int(val.ref_pred[i])) for i in range(len(val))]
+
+        def agreement(compiled: Any, data: Any) -> float:
+            hits = [int(np.asarray(compiled(x)[0]).argmax()) == ref for x, ref in data]
+            return float(np.mean(hits))
+
+        qmodel = nncf.quantize_with_accuracy_control(
+            model.clone(), nncf_dataset(calib), nncf.Dataset(items, lambda it: it[0]), agreement,
+            max_drop=(100.0 - target.min_agreement_pct) / 100.0, drop_type=nncf.DropType.ABSOLUTE, **kwargs)
+        s = score_predict(compiled_predict(qmodel, threads), val)
+        steps.append({"method": "nncf.quantize_with_accuracy_control", "validation": str(s)})
+    info["latency_ms"] = (batch1_ms(compiled_predict(qmodel, threads), val.x[:1]) if len(steps) > 1
+                          else info["latency_all_int8_ms"])
+    info.update(search_steps=steps, validation=str(s), validation_images=len(val), target_met=s.meets(target),
+                target=f"agreement >= {target.min_agreement_pct:g}%, drop <= {target.max_drop_pt:g} pt",
+                float_nodes=sorted(set(float_compute_ops(qmodel)) - base_float))
     return qmodel, info

@@ -24,7 +24,7 @@ from edgekd.errors import EdgeKDError
 TARGETS = ("onnx", "openvino", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "int8")
 CALIB_METHODS = ("minmax", "entropy", "percentile")
-ORT_QUANT_FORMATS = ("qoperator", "qdq")
+ORT_QUANT_FORMATS = ("qoperator", "qdq", "qdq_s8s8")
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,7 @@ OPTION_TABLE: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "calib_data": (("onnx", "openvino", "tensorrt"), ("int8",)),
     "quant_format": (("onnx",), ("int8",)),
     "keep_float": (("onnx", "tensorrt"), ("int8",)),
+    "val_size": (("onnx", "openvino"), ("int8",)),
     "build_on_device": (("tensorrt",), ("fp32", "fp16", "int8")),
     "onnx": (("tensorrt",), ("fp32", "fp16", "int8")),
     "min_batch": (("tensorrt",), ("fp32", "fp16", "int8")),
@@ -81,18 +82,25 @@ class Job:
 def plan_jobs(target: str, precision: str | None) -> list[Job]:
     """Expand `--target/--precision` into jobs, or raise EdgeKDError saying why not.
 
-    `--target all` means every target with its default precisions (an explicit
-    `--precision` then filters them); `--precision all` means every precision the target allows.
+    `--target` is one target, a comma list (`onnx,openvino`) or `all`. `all` means every target
+    with its default precisions (an explicit `--precision` then filters them); `--precision all`
+    means every precision the target allows.
     """
-    if target != "all" and target not in TARGETS:
-        raise EdgeKDError(f"unknown --target {target!r}; choose one of {', '.join(TARGETS)} or all")
     if precision is not None and precision != "all" and precision not in PRECISIONS:
         raise EdgeKDError(f"unknown --precision {precision!r}; choose one of {', '.join(PRECISIONS)} or all")
-    if target == "all":
+    names = [t.strip() for t in target.split(",") if t.strip()]
+    for t in names:
+        if t != "all" and t not in TARGETS:
+            raise EdgeKDError(f"unknown --target {t!r}; choose one or a comma list of {', '.join(TARGETS)}, or all")
+    if not names:
+        raise EdgeKDError("--target is empty; choose one or a comma list of " + ", ".join(TARGETS) + ", or all")
+    if "all" in names:
         jobs = [Job(t, p) for t in TARGETS for p in TARGET_TABLE[t].default_precisions]
-        if precision not in (None, "all"):
-            jobs = [j for j in jobs if j.precision == precision]
-        return jobs
+        return jobs if precision in (None, "all") else [j for j in jobs if j.precision == precision]
+    return [j for t in TARGETS if t in names for j in _target_jobs(t, precision)]
+
+
+def _target_jobs(target: str, precision: str | None) -> list[Job]:
     spec = TARGET_TABLE[target]
     if precision is None:
         return [Job(target, p) for p in spec.default_precisions]

@@ -12,12 +12,17 @@ Why these settings (toolchain-notes.md, re-measured in benchmarks/export_cpu.py)
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from edgekd.export import metadata as md_mod
 from edgekd.export.calibration import CalibrationSet
+
+if TYPE_CHECKING:
+    from edgekd.export.int8_accuracy import AccuracyTarget, ValidationSet
 
 BASE_OP_TYPES = ("Conv", "MatMul", "Gemm")
 
@@ -52,15 +57,22 @@ def arch_family(architecture: str) -> str:
 
 @dataclass
 class OrtQuantConfig:
-    quant_format: str = "qoperator"  # qoperator (CPU, U8S8) | qdq
+    quant_format: str = "qoperator"  # qoperator (U8S8) | qdq (U8S8) | qdq_s8s8
     calib_method: str = "minmax"  # minmax | entropy | percentile
     per_channel: bool = True
     symmetric_activations: bool = False  # True for TensorRT (S8 activations, zero point 0)
     reduce_range: bool = False  # set for CPUs without VNNI (7-bit weights avoid u8s8 saturation)
     op_types: tuple[str, ...] = BASE_OP_TYPES
     keep_float: tuple[str, ...] | None = None  # None = per-architecture default
+    exclude_nodes: tuple[str, ...] = ()  # exact node names kept float (the accuracy-aware search's picks)
     calib_batch: int = 16
     extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def for_cpu(cls, quant_format: str | None = None, **kw: Any) -> "OrtQuantConfig":
+        """The CPU artifact: reduce_range (7-bit weights) only where there is no VNNI: without
+        VNNI, u8s8 products can saturate the 16-bit accumulate of pmaddubsw; VNNI has none."""
+        return cls(quant_format=quant_format or "qoperator", reduce_range=not has_vnni(), **kw)
 
     @classmethod
     def for_tensorrt(cls, **kw: Any) -> "OrtQuantConfig":
@@ -68,6 +80,14 @@ class OrtQuantConfig:
         the form TensorRT's explicit quantization parses and fuses."""
         extra = {"QuantizeBias": False, "AddQDQPairToWeight": True, **kw.pop("extra", {})}
         return cls(quant_format="qdq", symmetric_activations=True, extra=extra, **kw)
+
+
+def has_vnni() -> bool:
+    """x86 CPU with a VNNI int8 dot product (AVX-512 VNNI, AVX-VNNI or AMX-INT8)."""
+    from edgekd.export.bench import cpu_info
+
+    isa = cpu_info()["isa"]
+    return bool(isa.get("avx512_vnni") or isa.get("avx_vnni") or isa.get("amx_int8"))
 
 
 def even_batch(n: int, batch: int) -> int:
@@ -119,6 +139,14 @@ def plan_float_nodes(model: Any, keep_float: tuple[str, ...]) -> tuple[list[str]
     return excluded, kept
 
 
+def _plan(proto: Any, architecture: str, cfg: OrtQuantConfig) -> tuple[list[str], list[str], list[str]]:
+    """(excluded node names, op types kept float, op types to quantize) for a preprocessed model."""
+    keep = KEEP_FLOAT_BY_FAMILY[arch_family(architecture)] if cfg.keep_float is None else tuple(cfg.keep_float)
+    excluded, kept_types = plan_float_nodes(proto, keep)
+    excluded += [n for n in cfg.exclude_nodes if n not in excluded]
+    return excluded, kept_types, [t for t in cfg.op_types if t not in keep]
+
+
 def quantize_onnx(src: Path, dst: Path, calib: CalibrationSet, architecture: str, cfg: OrtQuantConfig | None = None) -> dict:
     """Static INT8 quantization of `src` into `dst`; returns what was done (for the report)."""
     import onnx
@@ -126,20 +154,19 @@ def quantize_onnx(src: Path, dst: Path, calib: CalibrationSet, architecture: str
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     cfg = cfg or OrtQuantConfig()
-    keep = KEEP_FLOAT_BY_FAMILY[arch_family(architecture)] if cfg.keep_float is None else tuple(cfg.keep_float)
     pre = dst.with_name(dst.stem + ".pre.onnx")
     quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
     proto = onnx.load(str(pre))
-    excluded, kept_types = plan_float_nodes(proto, keep)
-    op_types = [t for t in cfg.op_types if t not in keep]
+    excluded, kept_types, op_types = _plan(proto, architecture, cfg)
     input_name = proto.graph.input[0].name
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[cfg.calib_method]
     extra = {"ActivationSymmetric": cfg.symmetric_activations, "WeightSymmetric": True, **cfg.extra}
+    s8_act = cfg.symmetric_activations or cfg.quant_format == "qdq_s8s8"
     quantize_static(
         str(pre), str(dst), _reader(calib, input_name, cfg.calib_batch),
-        quant_format=QuantFormat.QDQ if cfg.quant_format == "qdq" else QuantFormat.QOperator,
-        activation_type=QuantType.QInt8 if cfg.symmetric_activations else QuantType.QUInt8,
+        quant_format=QuantFormat.QOperator if cfg.quant_format == "qoperator" else QuantFormat.QDQ,
+        activation_type=QuantType.QInt8 if s8_act else QuantType.QUInt8,
         weight_type=QuantType.QInt8, per_channel=cfg.per_channel, reduce_range=cfg.reduce_range,
         calibrate_method=method, op_types_to_quantize=op_types, nodes_to_exclude=excluded,
         extra_options=extra,
@@ -153,11 +180,108 @@ def quantize_onnx(src: Path, dst: Path, calib: CalibrationSet, architecture: str
     onnx.checker.check_model(q)
     onnx.save(q, str(dst))
     return {
-        "quant_format": cfg.quant_format, "activation": "s8" if cfg.symmetric_activations else "u8",
+        "quant_format": cfg.quant_format, "activation": "s8" if s8_act else "u8",
         "weights": "s8 per-channel" if cfg.per_channel else "s8 per-tensor", "calib_method": cfg.calib_method,
         "calib_images": len(calib), "op_types": op_types, "kept_float_op_types": kept_types,
-        "kept_float_nodes": len(excluded),
+        "float_nodes": excluded, "searched_float_nodes": list(cfg.exclude_nodes),
+        "reduce_range": cfg.reduce_range,
     }
+
+
+def _tensors(model: Any, names: list[str], x: np.ndarray) -> dict[str, np.ndarray]:
+    """Values of intermediate tensors `names` (made graph outputs) for input batch x."""
+    import onnx
+    import onnxruntime as ort
+
+    have = {o.name for o in model.graph.output}
+    for n in names:
+        if n not in have:
+            model.graph.output.append(onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None))
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return dict(zip(names, sess.run(names, {model.graph.input[0].name: x})))
+
+
+def rank_sensitivity(src: Path, calib: CalibrationSet, architecture: str, cfg: OrtQuantConfig, x: np.ndarray,
+                     workdir: Path) -> list[tuple[str, float]]:
+    """Quantized nodes, worst first, by the quantization noise each one ADDS to its output.
+
+    A QDQ copy (same ranges, removable activations kept so tensor names match the float graph)
+    and the float graph run on `x`; for node n with relative output error e_out and relative error
+    e_in already on its activation input (from upstream nodes), n's own share is e_out^2 - e_in^2
+    (independent noise powers add). Ranking by e_out alone would blame every node downstream of
+    the first bad one.
+    """
+    import onnx
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    pre, qdq = workdir / "rank.pre.onnx", workdir / "rank.qdq.onnx"
+    quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+    qcfg = replace(cfg, quant_format="qdq", extra={**cfg.extra, "QDQKeepRemovableActivations": True})
+    quantize_onnx(src, qdq, calib, architecture, qcfg)
+    fmodel, qmodel = onnx.load(str(pre)), onnx.load(str(qdq))
+    excluded, _, op_types = _plan(fmodel, architecture, cfg)
+    consts = {i.name for i in fmodel.graph.initializer}
+    nodes = [n for n in fmodel.graph.node if n.op_type in op_types and n.name not in excluded]
+    ins = {n.name: [i for i in n.input if i and i not in consts] for n in nodes}
+    names = sorted({t for n in nodes for t in (*ins[n.name], n.output[0])})
+    qnames = {t for n in qmodel.graph.node for t in n.output} | {i.name for i in qmodel.graph.input}
+    names = [t for t in names if t in qnames]
+    f, q = _tensors(fmodel, names, x), _tensors(qmodel, names, x)
+
+    def rel(t: str) -> float:
+        if t not in f:
+            return 0.0
+        return float(np.linalg.norm(q[t] - f[t]) / max(np.linalg.norm(f[t]), 1e-12))
+
+    added = {n.name: rel(n.output[0]) ** 2 - max([rel(t) ** 2 for t in ins[n.name]] or [0.0]) for n in nodes}
+    return sorted(added.items(), key=lambda kv: -kv[1])
+
+
+def search_schedule(n: int) -> list[int]:
+    """How many of the worst nodes to keep float on each try: 1, 2, 4, ... then all n."""
+    ks, k = [], 1
+    while k < n:
+        ks.append(k)
+        k *= 2
+    return ks + [n] if n else []
+
+
+def quantize_accuracy_aware(src: Path, dst: Path, calib: CalibrationSet, val: "ValidationSet", architecture: str,
+                            cfg: OrtQuantConfig, target: "AccuracyTarget", threads: int = 2) -> dict:
+    """Quantize; if the validation slice misses `target`, revert the most sensitive nodes to
+    float (1, 2, 4, ... by `rank_sensitivity`) until it holds. Returns the report dict, incl.
+    the nodes kept float and the batch-1 latency of the all-INT8 candidate vs the result."""
+    import tempfile
+
+    from edgekd.export.int8_accuracy import batch1_ms, score_predict
+    from edgekd.export.runtimes import RunnerConfig, open_runner
+
+    def trial(c: OrtQuantConfig) -> tuple[dict, Any]:
+        info = quantize_onnx(src, dst, calib, architecture, c)
+        return info, score_predict(open_runner(dst, RunnerConfig(threads=threads)).predict, val)
+
+    def latency() -> float:
+        return batch1_ms(open_runner(dst, RunnerConfig(threads=threads, static_batch=1)).predict, val.x[:1])
+
+    info, s = trial(cfg)
+    steps = [{"float_nodes": 0, "validation": str(s)}]
+    lat_all = latency()
+    ranked: list[tuple[str, float]] = []
+    if not s.meets(target):
+        with tempfile.TemporaryDirectory() as d:
+            ranked = rank_sensitivity(src, calib, architecture, cfg, val.x[:32], Path(d))
+        for k in search_schedule(len(ranked)):
+            info, s = trial(replace(cfg, exclude_nodes=tuple(n for n, _ in ranked[:k])))
+            steps.append({"float_nodes": k, "validation": str(s)})
+            if s.meets(target):
+                break
+    info.update(latency_all_int8_ms=lat_all, latency_ms=latency() if len(steps) > 1 else lat_all, search_steps=steps,
+                validation=str(s), validation_images=len(val), target_met=s.meets(target),
+                target=f"agreement >= {target.min_agreement_pct:g}%, drop <= {target.max_drop_pt:g} pt",
+                sensitivity_top=[(n, round(v, 6)) for n, v in ranked[:8]])
+    return info
 
 
 def count_qdq_pairs(path: Path) -> tuple[int, int]:

@@ -111,7 +111,7 @@ def write_report(rows: list[ReportRow], out_dir: Path, context: dict[str, Any], 
     js.write_text(json.dumps({**context, "artifacts": [asdict(r) for r in rows]}, indent=2, default=str))
     md = out_dir / f"{stem}.md"
     lines = [f"# edgekd export report: {context.get('architecture', '')}", ""]
-    for k in ("source_weights", "weights_sha256", "test_data", "test_images", "calibration", "command"):
+    for k in ("source_weights", "weights_sha256", "test_data", "test_images", "calibration", "int8_validation", "command"):
         if k in context:
             lines.append(f"- **{k}**: `{context[k]}`")
     m = context.get("machine", {})

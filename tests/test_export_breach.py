@@ -1,5 +1,7 @@
 """A verify threshold breach makes `edgekd export` / `edgekd verify` exit non-zero, naming the
-artifact and the reason. Forced with a deliberately useless calibration set (flat grey images)."""
+artifact and the reason. Forced with a deliberately useless calibration set (flat grey images)
+and the accuracy-aware search switched off; with the search on (the default), the same bad
+calibration is rescued by keeping the most sensitive nodes in float, judged on training images."""
 
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ def bad_export(tmp_path_factory):
 def test_bad_calibration_fails_verify(bad_export, capsys):
     run, out, calib = bad_export
     rc = main(["export", "--run", str(run), "--target", "onnx", "--precision", "int8", "--calib-data", str(calib),
-               "--no-bench", "--out", str(out)])
+               "--no-bench", "--no-accuracy-control", "--out", str(out)])
     captured = capsys.readouterr()
     assert rc == 1
     assert "FAILED onnx-int8" in captured.err and str(out / "onnx" / "model.int8.onnx") in captured.err
@@ -44,3 +46,35 @@ def test_verify_cli_exits_1_and_thresholds_are_configurable(bad_export, capsys):
     # with thresholds loosened to "anything goes" the same artifact passes
     assert main(["verify", "--run", str(run), art, "--threshold", "int8.drop=100", "--threshold", "int8.agreement=0"]) == 0
     assert main(["verify", "--run", str(run), art, "--threshold", "int8.speed=3"]) == 2  # malformed override
+
+
+def test_accuracy_control_rescues_bad_calibration(bad_export, tmp_path):
+    """ORT keep-float search and NNCF quantize_with_accuracy_control both reach the target on the
+    training-split validation slice, the artifacts then pass verify on the TEST split, and the
+    report names the nodes kept float and the latency they cost."""
+    run, _, calib = bad_export
+    out = tmp_path / "rescued"
+    rc = main(["export", "--run", str(run), "--target", "onnx,openvino", "--precision", "int8", "--calib-data", str(calib),
+               "--no-bench", "--out", str(out)])
+    rep = json.loads((out / "report.json").read_text())
+    by = {a["name"]: a for a in rep["artifacts"]}
+    assert rc == 0 and by["onnx-int8"]["passed"] and by["openvino-int8"]["passed"], by
+    notes = {n.split(":")[0]: n for n in rep["notes"] if n.startswith(("onnx-int8", "openvino-int8"))}
+    for name in ("onnx-int8", "openvino-int8"):
+        assert "target agreement >= 98.5%, drop <= 1 pt: met" in notes[name], notes[name]
+        assert "batch-1 latency all-INT8" in notes[name] and "ms for the float nodes" in notes[name]
+    assert "from " + str(run / "data" / "train.json") in rep["int8_validation"]  # training split, not --calib-data
+    float_nodes = notes["onnx-int8"].split("float nodes (")[1]
+    assert not float_nodes.startswith("0)") and "/Conv" in float_nodes  # node names, not op types
+    # grey calibration images make the stem's input range degenerate: both searches must find the stem
+    assert "/stem/stem.0/Conv" in float_nodes and "/stem/stem.0/Conv" in notes["openvino-int8"].split("accuracy control")[1]
+    assert "nncf.quantize_with_accuracy_control" in notes["openvino-int8"] or "accuracy control (0)" not in notes["openvino-int8"]
+
+
+def test_calibration_overlapping_test_is_refused(bad_export, capsys):
+    run, out, _ = bad_export
+    rc = main(["export", "--run", str(run), "--target", "onnx", "--precision", "int8", "--calib-data",
+               str(run / "data" / "test.json"), "--out", str(out / "overlap")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "shares 48 image(s) with the test manifest" in err and "--calib-data" in err and "Traceback" not in err

@@ -62,3 +62,15 @@ def test_cli_refuses_before_any_work(tmp_path, capsys):
     assert main(["export", "--run", str(tmp_path / "nope"), "--target", "onnx", "--precision", "fp32", "--calib-size", "10"]) == 2
     assert main(["export", "--run", str(tmp_path / "nope"), "--target", "onnx"]) == 2  # then: missing run dir
     assert "no such run directory" in capsys.readouterr().err
+
+
+def test_target_comma_list():
+    assert [j.name for j in plan_jobs("onnx,openvino", None)] == ["onnx-fp32", "onnx-int8", "openvino-fp32",
+                                                                   "openvino-fp16", "openvino-int8"]
+    assert [j.name for j in plan_jobs(" openvino , onnx ", "int8")] == ["onnx-int8", "openvino-int8"]
+    with pytest.raises(EdgeKDError, match="unknown --target 'onxx'"):
+        plan_jobs("onnx,onxx", None)
+    with pytest.raises(EdgeKDError, match="makes no sense"):
+        plan_jobs("openvino,onnx", "fp16")  # onnx refuses fp16 even inside a list
+    with pytest.raises(EdgeKDError, match="--quant-format has no effect"):
+        check_options(plan_jobs("openvino,tensorrt", "int8"), {"quant_format": "qdq"})

@@ -132,3 +132,26 @@ def test_unknown_precision_is_an_error():
         check(r, Thresholds())
     t = Thresholds.parse(["bf16.drop=0.5", "bf16.agreement=99"])
     assert check(r, t).passed
+
+
+def test_keep_float_search_schedule():
+    from edgekd.export.ort_quant import search_schedule
+
+    assert search_schedule(0) == [] and search_schedule(1) == [1]
+    assert search_schedule(10) == [1, 2, 4, 8, 10] and search_schedule(8) == [1, 2, 4, 8]
+
+
+def test_validation_score_counts_nonfinite_as_disagreeing():
+    from edgekd.export.calibration import CalibrationSet
+    from edgekd.export.int8_accuracy import AccuracyTarget, ValidationSet, score_logits
+
+    ref = np.array([[2.0, 0.0]] * 3 + [[0.0, 2.0]])
+    val = ValidationSet(CalibrationSet(np.zeros((4, 1)), np.array([0, 0, 0, 1]), ["a"] * 4), ref)
+    s = score_logits(ref.copy(), val)
+    assert s.agreement_pct == 100 and s.drop_pt == 0 and s.meets(AccuracyTarget())
+    bad = ref.copy()
+    bad[0] = np.nan
+    s = score_logits(bad, val)
+    assert s.agreement_pct == 75 and s.drop_pt == 25 and not s.meets(AccuracyTarget())
+    t = AccuracyTarget.from_thresholds(Thresholds.parse(["int8.agreement=97", "int8.drop=2"]))
+    assert t.min_agreement_pct == 97.5 and t.max_drop_pt == 2
