@@ -79,26 +79,35 @@ def print_table(rows: list[ReportRow], title: str = "edgekd export") -> None:
     Console(width=None if sys.stdout.isatty() else 200).print(t)
 
 
-def plot_accuracy_vs_latency(rows: list[ReportRow], path: Path, reference: ReportRow | None = None) -> Path | None:
-    pts = [r for r in rows if r.accuracy is not None and r.p50_ms is not None]
-    if not pts:
-        return None
+def accuracy_latency_figure(rows: list[ReportRow]) -> Any:
+    """Accuracy vs batch-1 latency. Names go in a legend, not next to the points: artifacts of
+    one model sit on top of each other (same accuracy, similar latency) and annotations overlapped."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    pts = [r for r in rows if r.accuracy is not None and r.p50_ms is not None]
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     for r in pts:
-        marker = "o" if r.passed or r.passed is None else "x"
-        ax.scatter(r.p50_ms, r.accuracy, marker=marker, s=40)
-        ax.annotate(r.name, (r.p50_ms, r.accuracy), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ok = r.passed or r.passed is None
+        ax.scatter(r.p50_ms, r.accuracy, marker="o" if ok else "x", s=40, label=r.name + ("" if ok else " (FAIL)"))
     ax.set_xlabel("batch-1 p50 latency (ms)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("accuracy vs latency (x = failed verify)")
     ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
     fig.tight_layout()
-    fig.savefig(path)
+    return fig
+
+
+def plot_accuracy_vs_latency(rows: list[ReportRow], path: Path) -> Path | None:
+    if not any(r.accuracy is not None and r.p50_ms is not None for r in rows):
+        return None
+    import matplotlib.pyplot as plt
+
+    fig = accuracy_latency_figure(rows)
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
     return path
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekd.export import contract
+from edgekd.export.batches import load_batch
 
 #: tiny architectures that export like their full-size versions
 TINY_MODELS: dict[str, tuple[str, dict]] = {
@@ -93,8 +94,7 @@ def build_tiny_run(run_dir: Path, spec: TinyRunSpec | None = None) -> Path:
     kwargs = {**kwargs, **spec.extra_kwargs}
     pp = {"input_size": [3, spec.image_size, spec.image_size], "mean": [0.5, 0.5, 0.5],
           "std": [0.25, 0.25, 0.25], "interpolation": "bicubic", "crop_pct": 1.0}
-    cfg = contract.preprocess_config(pp)
-    x = np.stack([contract.preprocess_numpy(contract.load_image(p), cfg) for p, _ in train_for_fit])
+    x = load_batch([p for p, _ in train_for_fit], pp)
     y = np.array([l for _, l in train_for_fit])
 
     torch.manual_seed(spec.seed)

@@ -155,3 +155,18 @@ def test_validation_score_counts_nonfinite_as_disagreeing():
     assert s.agreement_pct == 75 and s.drop_pt == 25 and not s.meets(AccuracyTarget())
     t = AccuracyTarget.from_thresholds(Thresholds.parse(["int8.agreement=97", "int8.drop=2"]))
     assert t.min_agreement_pct == 97.5 and t.max_drop_pt == 2
+
+
+def test_report_plot_labels_do_not_overlap():
+    """Artifacts of one model share accuracy and nearly share latency: their names must still be readable."""
+    from edgekd.export.report import ReportRow, accuracy_latency_figure
+
+    rows = [ReportRow(n, "ONNX", "fp32", accuracy=85.8, p50_ms=0.7 + 0.01 * i, passed=i != 2)
+            for i, n in enumerate(["onnx-fp32", "onnx-int8", "openvino-fp32", "openvino-int8"])]
+    fig = accuracy_latency_figure(rows)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    labels = [t for t in ax.texts + ax.get_legend().get_texts()]
+    assert sorted(t.get_text() for t in labels) == sorted(["onnx-fp32", "onnx-int8", "openvino-fp32 (FAIL)", "openvino-int8"])
+    boxes = [t.get_window_extent() for t in labels]
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
