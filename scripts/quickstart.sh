@@ -12,18 +12,18 @@ RUN=${RUN:-runs/quickstart}
 PY=.venv/bin/python
 EDGEKD=.venv/bin/edgekd
 
-echo "== 1/4 data: what is in the embedded default (Fashion-MNIST, stand-in) =="
+echo "== 1/5 data: what is in the embedded default (Fashion-MNIST, stand-in) =="
 $EDGEKD data inspect fashion-mnist
 
-echo "== 2/4 select: Lite2 teacher -> main + auxiliary Lite0 students =="
+echo "== 2/5 select: Lite2 teacher -> main + auxiliary Lite0 students =="
 $EDGEKD select --teacher tf_efficientnet_lite2 --teacher-weights lite-package \
   --student tf_efficientnet_lite0 --strategy uniform --num-classes 10 --out "$RUN/selection"
 
-echo "== 3/4 train: accelerate launch edgekd/train.py (EMA self-distillation, offline preset) =="
+echo "== 3/5 train: accelerate launch edgekd/train.py (EMA self-distillation, offline preset) =="
 .venv/bin/accelerate launch --cpu --num_processes 1 edgekd/train.py \
   --config edgekd/configs/lite2_to_lite0_fmnist.yaml "run_dir=$RUN/train" "$@"
 
-echo "== 4/4 export + verify + bench: ONNX, ORT INT8, OpenVINO FP32/FP16/INT8 =="
+echo "== 4/5 export + verify + bench: ONNX, ORT INT8, OpenVINO FP32/FP16/INT8 =="
 # exit 1 = built and verified, but an artifact broke a verify threshold (the report says which
 # and why); that is a finding about the artifact, not a failed job. Anything else is an error.
 rc=0; $EDGEKD export --run "$RUN/train" --target all --out "$RUN/export" || rc=$?
@@ -32,4 +32,10 @@ if [ "$rc" = 1 ]; then
 elif [ "$rc" != 0 ]; then
   exit "$rc"
 fi
-echo "done: run directory $RUN/train, artifacts and report in $RUN/export"
+echo "== 5/5 explain: where S, S' and the teacher look (Grad-CAM); the INT8 ONNX artifact without torch (occlusion) =="
+$EDGEKD explain --run "$RUN/train" --sample 6 --method gradcam --out "$RUN/train/explain/gradcam"
+if [ -f "$RUN/export/onnx/model.int8.onnx" ]; then
+  $EDGEKD explain --artifact "$RUN/export/onnx/model.int8.onnx" --sample 6 --data "$RUN/train/data/test.json" \
+    --out "$RUN/train/explain/onnx-int8"
+fi
+echo "done: run directory $RUN/train, artifacts and report in $RUN/export, gallery in $RUN/train/explain/gradcam/gallery.md"
