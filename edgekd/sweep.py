@@ -88,6 +88,18 @@ def plan(datasets: list[str], fractions: list[float], methods: list[str], draws:
             for p in params]
 
 
+def _die_with_parent() -> None:
+    """In the trainer child: stop when the sweep process (or Ray worker) running it is killed.
+
+    Otherwise an orphaned trainer keeps writing into the run directory while the rerun of the
+    sweep trains the same cell again.
+    """
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
 def run_cell(cell: Cell, out: Path, base: list[str], seed: int, launcher: str, num_processes: int) -> None:
     """Train one cell into its run directory (raises on failure)."""
     argv = [*base, *cell.overrides(out, seed)]
@@ -107,7 +119,8 @@ def run_cell(cell: Cell, out: Path, base: list[str], seed: int, launcher: str, n
         cmd = [str(accel), "launch", *multi, "--num_processes", str(num_processes), "--num_machines", "1",
                "--dynamo_backend", "no", "-m", "edgekd.train", *argv]
     with open(run_dir / "train.log", "w") as log:
-        r = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT)
+        r = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT,
+                           preexec_fn=_die_with_parent if sys.platform == "linux" else None)
     if r.returncode != 0:
         raise RuntimeError(f"exit {r.returncode}; see {run_dir / 'train.log'}")
 
