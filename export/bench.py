@@ -121,7 +121,13 @@ def cpu_info() -> dict[str, Any]:
 
 
 def gpu_info() -> dict[str, Any] | None:
-    """GPU name/driver via nvidia-smi (no CUDA import), or None."""
+    """GPU name/driver via nvidia-smi (no CUDA import); on Jetson (no full nvidia-smi) the module
+    from the device tree and the L4T release. None without an NVIDIA GPU."""
+    from edgekd.export.trt_sidecar import jetson_model, nvidia_driver_version
+
+    jetson = jetson_model()
+    if jetson:
+        return {"gpu_name": jetson, "driver": nvidia_driver_version(), "compute_capability": "", "jetson": True}
     exe = shutil.which("nvidia-smi")
     if not exe:
         return None

@@ -84,7 +84,7 @@ def _build_on_device(a: argparse.Namespace) -> int:
         raise EdgeKDError("--build-on-device and --onnx go together: edgekd export --build-on-device --onnx model.onnx --precision fp16")
     if a.target not in ("tensorrt", "all"):  # a comma list makes no sense here either
         raise EdgeKDError(f"--build-on-device builds TensorRT engines; --target {a.target} makes no sense with it")
-    precision = a.precision or ("int8" if ".qdq" in a.onnx.name else "fp16")
+    precision = a.precision or ("int8" if ".qdq" in a.onnx.name else "fp16" if ".fp16" in a.onnx.name else "fp32")
     jobs = plan_jobs("tensorrt", precision)
     check_options(jobs, {"min_batch": a.min_batch, "opt_batch": a.opt_batch, "max_batch": a.max_batch})
     from edgekd.export import tensorrt_export as trtx
@@ -97,7 +97,7 @@ def _build_on_device(a: argparse.Namespace) -> int:
     for job in jobs:
         cfg = trtx.TrtBuildConfig(precision=job.precision, min_batch=a.min_batch or 1, opt_batch=a.opt_batch or 1,
                                   max_batch=a.max_batch or 32)
-        engine = out / f"{a.onnx.stem.replace('.qdq', '')}.{job.precision}.engine".replace(".int8.int8", ".int8")
+        engine = out / trtx.engine_name(a.onnx, job.precision)
         sc = trtx.build_engine(a.onnx, engine, cfg)
         print(f"built {engine} ({sc.device.gpu_name}, sm {sc.device.compute_capability}, TensorRT {sc.device.tensorrt_version})")
     return rc

@@ -298,6 +298,8 @@ def _tensorrt_job(ctx: _Ctx, job: opt.Job, art: Artifact) -> None:
     from edgekd.export import tensorrt_export as trtx
 
     src_onnx = ctx.onnx_files.dynamic
+    if job.precision == "fp16":  # strongly typed TensorRT takes FP16 from the ONNX itself
+        src_onnx = trtx.write_fp16_onnx(ctx.onnx_files.dynamic, ctx.out / "tensorrt" / "model.fp16.onnx")
     if job.precision == "int8":
         from edgekd.export.ort_quant import OrtQuantConfig, quantize_onnx
 

@@ -1,11 +1,16 @@
-"""ONNX -> TensorRT engine with the TensorRT Python API (FP32 / FP16 / INT8 from Q/DQ).
+"""ONNX -> TensorRT engine with the TensorRT Python API, for TensorRT 10.x and 11.
 
-Why explicit quantization: INT8 comes from the symmetric Q/DQ ONNX written by `ort_quant`
-(the implicit-calibrator API is deprecated); TensorRT fuses the Q/DQ pairs into INT8
-kernels and needs no calibration data on the device. One optimization profile (min/opt/max
-batch) serves batch-1 latency and batched throughput. The timing cache makes rebuilds on
-the same device fast. `tensorrt` is imported lazily: it is absent on CPU machines (its
-wheels fetch the libraries from NVIDIA at install time), and the error names the install step.
+Network typing (NVIDIA's TensorRT 11 migration guide): TensorRT 11 removes weak typing
+(BuilderFlag.FP16/INT8/BF16, precision constraints, calibrators); networks are strongly typed:
+every tensor has the type the ONNX gives it. So precision lives in the ONNX we ship: FP16 =
+`model.fp16.onnx` (FP16 weights/compute, FP32 inputs/outputs), INT8 = the symmetric Q/DQ
+ONNX from `ort_quant` (explicit quantization, no calibration on the device). From TensorRT
+10.12 we build strongly typed too (STRONGLY_TYPED flag; the flag is ignored in 11). Older
+10.x (JetPack 6 ships 10.3) falls back to weak typing with the FP16/INT8 builder flags.
+One optimization profile (min/opt/max batch) serves batch-1 latency and batched throughput.
+The timing cache makes rebuilds fast; a cache from another TensorRT/device is set aside, not
+fatal. `tensorrt` is imported lazily: it is absent on CPU machines (its wheels fetch the
+libraries from NVIDIA at install time), and the error names the install step.
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ from typing import Any
 
 from edgekd.errors import EdgeKDError
 from edgekd.export.artifacts import sha256_file
-from edgekd.export.trt_sidecar import DeviceFingerprint, EngineSidecar, profile_shapes, write_sidecar
+from edgekd.export.trt_sidecar import (
+    DeviceFingerprint, EngineSidecar, jetson_model, nvidia_driver_version, profile_shapes, write_sidecar,
+)
 
 INSTALL_HINT = (
     "install TensorRT on the GPU machine: `pip install 'edgekd[tensorrt]'` (tensorrt + cuda-python; the "
@@ -36,7 +43,65 @@ class TrtBuildConfig:
     workspace_mb: int = 1024
     optimization_level: int = 3  # TensorRT builder optimization level 0-5
     timing_cache: Path | None = None  # default: timing.cache beside the engine
-    fp16_fallback_for_int8: bool = True  # float layers of a Q/DQ model run in fp16
+    fp16_fallback_for_int8: bool = True  # weakly typed (TensorRT < 10.12) only: float layers of a Q/DQ model in fp16
+
+
+#: first TensorRT with the strongly typed network path we rely on (issue: FP16/INT8 flags gone in 11)
+STRONGLY_TYPED_FROM = (10, 12)
+
+
+def trt_version(trt: Any) -> tuple[int, int]:
+    major, minor = (int(x) for x in str(trt.__version__).split(".")[:2])
+    return major, minor
+
+
+def network_typing(trt: Any) -> tuple[int, bool]:
+    """(create_network flags, strongly typed?) for the installed TensorRT."""
+    v = trt_version(trt)
+    if v[0] < 10:
+        raise EdgeKDError(f"TensorRT {trt.__version__} is too old: edgekd needs TensorRT >= 10 (pip install 'edgekd[tensorrt]')")
+    if v >= (11, 0):
+        return 0, True  # always strongly typed; the flag is deprecated and ignored
+    if v >= STRONGLY_TYPED_FROM:
+        return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED), True
+    return 0, False  # JetPack's 10.3: weak typing with builder precision flags
+
+
+def precision_flags(trt: Any, precision: str, strongly_typed: bool, fp16_fallback: bool = True) -> list[Any]:
+    """Builder precision flags: none when strongly typed (the ONNX carries the types)."""
+    if strongly_typed or precision == "fp32":
+        return []
+    flags = [trt.BuilderFlag.FP16] if precision == "fp16" or fp16_fallback else []
+    return flags + ([trt.BuilderFlag.INT8] if precision == "int8" else [])
+
+
+def check_network_precision(trt: Any, network: Any, precision: str, onnx_path: Path, strongly_typed: bool) -> None:
+    """Refuse an ONNX that cannot give `precision` (a strongly typed fp32 ONNX builds fp32, silently)."""
+    types = [network.get_layer(i).type for i in range(network.num_layers)]
+    if precision == "int8" and trt.LayerType.QUANTIZE not in types:
+        raise EdgeKDError(f"{onnx_path} has no QuantizeLinear nodes: INT8 needs the Q/DQ ONNX (model.int8.qdq.onnx)")
+    if precision == "fp16" and strongly_typed:
+        half = any(network.get_layer(i).get_output(0).dtype == trt.DataType.HALF for i in range(network.num_layers))
+        if not half:
+            raise EdgeKDError(f"{onnx_path} is an FP32 ONNX: TensorRT >= 10.12 builds strongly typed networks, so it would "
+                              "run in FP32. Build from the shipped model.fp16.onnx (written by `edgekd export --target tensorrt`)")
+
+
+def load_timing_cache(config: Any, path: Path) -> tuple[Any, str]:
+    """The timing cache from `path` (or a fresh one) set on `config`, + a note when an old one
+    (other TensorRT version or device) had to be set aside: a stale cache must not stop a build."""
+    blob = path.read_bytes() if path.exists() else b""
+    cache = config.create_timing_cache(blob) if blob else None
+    if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
+        return cache, ""
+    note = ""
+    if blob:
+        path.replace(path.with_suffix(path.suffix + ".stale"))
+        note = f"timing cache {path.name} was built by another TensorRT/device; moved to {path.name}.stale, starting a new one"
+    cache = config.create_timing_cache(b"")
+    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+        raise EdgeKDError("TensorRT could not create an empty timing cache (see the TensorRT log above)")
+    return cache, note
 
 
 def import_tensorrt() -> Any:
@@ -90,10 +155,9 @@ def device_fingerprint(device: int = 0) -> DeviceFingerprint:
     props = cuda_check(cudart.cudaGetDeviceProperties(device))
     name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
     rt = cuda_check(cudart.cudaRuntimeGetVersion())
-    drv = cuda_check(cudart.cudaDriverGetVersion())
     v = lambda n: f"{n // 1000}.{(n % 1000) // 10}"  # noqa: E731  12060 -> 12.6
-    return DeviceFingerprint(gpu_name=name.strip("\x00 "), compute_capability=f"{props.major}.{props.minor}",
-                             tensorrt_version=trt.__version__, cuda_version=v(rt), driver_version=v(drv))
+    return DeviceFingerprint(gpu_name=jetson_model() or name.strip("\x00 "), compute_capability=f"{props.major}.{props.minor}",
+                             tensorrt_version=trt.__version__, cuda_version=v(rt), driver_version=nvidia_driver_version())
 
 
 def build_engine(onnx_path: Path, engine_path: Path, cfg: TrtBuildConfig, metadata: dict | None = None) -> EngineSidecar:
@@ -103,33 +167,25 @@ def build_engine(onnx_path: Path, engine_path: Path, cfg: TrtBuildConfig, metada
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    major = int(trt.__version__.split(".")[0])
-    flags = 0 if major >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-    network = builder.create_network(flags)
+    net_flags, strongly_typed = network_typing(trt)
+    network = builder.create_network(net_flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "\n".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise EdgeKDError(f"TensorRT could not parse {onnx_path}:\n{errors}")
+    check_network_precision(trt, network, cfg.precision, onnx_path, strongly_typed)
     inp = network.get_input(0)
-    chw = tuple(inp.shape)[1:]
-    prof = profile_shapes(inp.name, chw, cfg.min_batch, cfg.opt_batch, cfg.max_batch)
+    prof = profile_shapes(inp.name, tuple(inp.shape)[1:], cfg.min_batch, cfg.opt_batch, cfg.max_batch)
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, cfg.workspace_mb << 20)
-    if hasattr(config, "builder_optimization_level"):
-        config.builder_optimization_level = cfg.optimization_level
-    if cfg.precision == "fp16" or (cfg.precision == "int8" and cfg.fp16_fallback_for_int8):
-        config.set_flag(trt.BuilderFlag.FP16)
-    if cfg.precision == "int8":
-        q = sum(1 for i in range(network.num_layers) if network.get_layer(i).type == trt.LayerType.QUANTIZE)
-        if q == 0:
-            raise EdgeKDError(f"{onnx_path} has no QuantizeLinear nodes: INT8 needs the Q/DQ ONNX (model.int8.qdq.onnx)")
-        config.set_flag(trt.BuilderFlag.INT8)  # explicit quantization: scales come from Q/DQ, no calibrator
+    config.builder_optimization_level = cfg.optimization_level
+    for flag in precision_flags(trt, cfg.precision, strongly_typed, cfg.fp16_fallback_for_int8):
+        config.set_flag(flag)
     profile = builder.create_optimization_profile()
     profile.set_shape(prof.input_name, prof.min, prof.opt, prof.max)
     config.add_optimization_profile(profile)
     cache_path = Path(cfg.timing_cache or engine_path.parent / "timing.cache")
-    cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.exists() else b"")
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    _, cache_note = load_timing_cache(config, cache_path)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise EdgeKDError(f"TensorRT failed to build an engine from {onnx_path} (see the log above)")
@@ -142,8 +198,33 @@ def build_engine(onnx_path: Path, engine_path: Path, cfg: TrtBuildConfig, metada
         engine_file=engine_path.name, precision=cfg.precision, device=device_fingerprint(), profile=prof,
         source_onnx=str(onnx_path), source_onnx_sha256=sha256_file(onnx_path), engine_sha256=sha256_file(engine_path),
         builder={**{k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
-                 "timing_cache": str(cache_path), "built_at": _dt.datetime.now(_dt.timezone.utc).isoformat()},
+                 "network": "strongly typed" if strongly_typed else "weakly typed (builder precision flags)",
+                 "timing_cache": str(cache_path), "timing_cache_note": cache_note,
+                 "built_at": _dt.datetime.now(_dt.timezone.utc).isoformat()},
         metadata=md,
     )
     write_sidecar(sc, engine_path)
     return sc
+
+
+def engine_name(onnx_path: Path, precision: str) -> str:
+    """model.int8.qdq.onnx -> model.int8.engine; model.fp16.onnx -> model.fp16.engine; model.onnx -> model.fp32.engine."""
+    stem = onnx_path.name.removesuffix(".onnx")
+    for tag in (".qdq", ".int8", ".fp16", ".fp32"):
+        stem = stem.replace(tag, "")
+    return f"{stem}.{precision}.engine"
+
+
+def write_fp16_onnx(src: Path, dst: Path) -> Path:
+    """FP16 weights and compute, FP32 inputs/outputs: what a strongly typed FP16 engine is built
+    from (onnxruntime's float16 converter; ops without fp16 support stay fp32 behind casts)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+    from edgekd.export import metadata as md_mod
+
+    md_mod.set_onnx_metadata(model, {**md_mod.read_metadata(src), "precision": "fp16"})
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(dst))
+    return dst

@@ -8,6 +8,7 @@ with the list of differences, not a TensorRT stack trace.
 
 from __future__ import annotations
 
+import hashlib
 import time
 import warnings
 from pathlib import Path
@@ -17,7 +18,18 @@ import numpy as np
 
 from edgekd.export.runtimes import Runner, RunnerConfig
 from edgekd.export.tensorrt_export import _cudart, cuda_check, device_fingerprint, import_tensorrt
-from edgekd.export.trt_sidecar import check_compatible, read_sidecar
+from edgekd.errors import EdgeKDError
+from edgekd.export.trt_sidecar import EngineSidecar, check_compatible, read_sidecar, rebuild_hint
+
+
+def check_engine_bytes(blob: bytes, sc: EngineSidecar, path: Path) -> None:
+    """The engine must be the one the sidecar describes (a copied-over engine with an old
+    sidecar would pass the device check and then run with the wrong profile/metadata)."""
+    digest = hashlib.sha256(blob).hexdigest()
+    if not sc.engine_sha256 or digest != sc.engine_sha256:
+        raise EdgeKDError(f"{path.name}: sha256 {digest[:12]}... does not match its sidecar "
+                          f"({sc.engine_sha256[:12] or 'none recorded'}...); the engine and {path.with_suffix('.json').name} "
+                          f"come from different builds. {rebuild_hint(sc)}")
 
 
 class TensorRTRunner(Runner):
@@ -28,16 +40,22 @@ class TensorRTRunner(Runner):
         sc = read_sidecar(self.path)
         for w in check_compatible(sc, device_fingerprint(), self.path):
             warnings.warn(f"{self.path.name}: {w}", stacklevel=2)
+        blob = self.path.read_bytes()
+        check_engine_bytes(blob, sc, self.path)
         trt = import_tensorrt()
         self.cudart = _cudart()
         t0 = time.perf_counter()
         self.trt_runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        self.engine = self.trt_runtime.deserialize_cuda_engine(self.path.read_bytes())
+        self.engine = self.trt_runtime.deserialize_cuda_engine(blob)
+        if self.engine is None:
+            raise EdgeKDError(f"TensorRT {trt.__version__} could not deserialize {self.path} (see its log above): the file "
+                              f"is damaged or from another TensorRT build; {rebuild_hint(sc)}")
         self.context = self.engine.create_execution_context()
         self.load_seconds = time.perf_counter() - t0
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.input_name = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
         self.output_name = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
+        self.profile = sc.profile
         self.max_batch = int(sc.profile.max[0])
         self.input_shape = tuple(sc.profile.opt)
         self.stream = cuda_check(self.cudart.cudaStreamCreate())
@@ -49,7 +67,9 @@ class TensorRTRunner(Runner):
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         c = self.cudart
-        self.context.set_input_shape(self.input_name, tuple(x.shape))
+        if not self.context.set_input_shape(self.input_name, tuple(x.shape)):
+            raise EdgeKDError(f"{self.path.name}: input shape {tuple(x.shape)} is outside the engine's profile "
+                              f"(min {self.profile.min}, max {self.profile.max}); rebuild with --min-batch/--max-batch")
         out = np.empty(tuple(self.context.get_tensor_shape(self.output_name)), np.float32)
         cuda_check(c.cudaMemcpyAsync(self._d_in, x.ctypes.data, x.nbytes, c.cudaMemcpyKind.cudaMemcpyHostToDevice, self.stream))
         if not self.context.execute_async_v3(self.stream):

@@ -11,6 +11,7 @@ on CPU-only CI). The engine itself stays a plain `.engine` that trtexec and Deep
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,14 +23,42 @@ SIDECAR_SCHEMA = "edgekd.tensorrt-engine/1"
 
 @dataclass(frozen=True)
 class DeviceFingerprint:
-    gpu_name: str
+    gpu_name: str  # the Jetson module from /proc/device-tree/model on Jetson (CUDA only says "Orin")
     compute_capability: str  # "8.7" (Jetson Orin), "8.9" (RTX 40xx) ...
     tensorrt_version: str
     cuda_version: str  # runtime version, e.g. "12.6"
-    driver_version: str
+    driver_version: str  # the NVIDIA driver (e.g. "570.86.10"; Jetson: "L4T R36.4.3"), not CUDA's API version
 
     def to_dict(self) -> dict[str, str]:
         return asdict(self)
+
+
+def jetson_model(root: Path = Path("/")) -> str | None:
+    """'NVIDIA Jetson AGX Orin Developer Kit' etc. from the device tree, None off Jetson.
+    CUDA's device name on every Orin module is just 'Orin', but an Orin Nano and an AGX Orin
+    tune tactics differently: the module is what an engine is bound to."""
+    p = root / "proc" / "device-tree" / "model"
+    try:
+        model = p.read_bytes().decode(errors="replace").strip("\x00 \n")
+    except OSError:
+        return None
+    return model if "jetson" in model.lower() or (root / "etc" / "nv_tegra_release").exists() else None
+
+
+def nvidia_driver_version(root: Path = Path("/")) -> str:
+    """The NVIDIA driver version: the kernel module's (desktop/server) or the L4T release (Jetson).
+    cudaDriverGetVersion() is the CUDA API level the driver supports (e.g. 12.8), not this."""
+    proc = root / "proc" / "driver" / "nvidia" / "version"
+    if proc.exists():
+        m = re.search(r"Kernel Module(?: for \S+)?\s+([0-9][0-9.]+)", proc.read_text())
+        if m:
+            return m.group(1)
+    tegra = root / "etc" / "nv_tegra_release"
+    if tegra.exists():
+        m = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*([0-9.]+)", tegra.read_text())
+        if m:
+            return f"L4T R{m.group(1)}.{m.group(2)}"
+    return "unknown"
 
 
 #: fields whose mismatch makes the engine unusable (refuse) vs merely worth a warning
@@ -113,6 +142,11 @@ def compare_fingerprints(built: DeviceFingerprint, here: DeviceFingerprint) -> t
     return diff(MUST_MATCH), diff(SHOULD_MATCH)
 
 
+def rebuild_hint(sc: EngineSidecar) -> str:
+    return (f"rebuild on this device from the shipped ONNX: edgekd export --build-on-device "
+            f"--onnx {Path(sc.source_onnx).name} --precision {sc.precision}")
+
+
 def check_compatible(sc: EngineSidecar, here: DeviceFingerprint, engine: str | Path = "") -> list[str]:
     """Raise EdgeKDError naming every blocking difference; return the non-blocking ones."""
     blocking, warn = compare_fingerprints(sc.device, here)
@@ -120,7 +154,6 @@ def check_compatible(sc: EngineSidecar, here: DeviceFingerprint, engine: str | P
         name = Path(engine).name or sc.engine_file
         raise EdgeKDError(
             f"refusing to load {name}: it was built for another device/TensorRT.\n  - " + "\n  - ".join(blocking)
-            + f"\n  fix: rebuild on this device from the shipped ONNX: edgekd export --build-on-device "
-            f"--onnx {Path(sc.source_onnx).name} --precision {sc.precision}"
+            + f"\n  fix: {rebuild_hint(sc)}"
         )
     return warn

@@ -121,6 +121,176 @@ def test_tensorrt_runner_refuses_before_deserializing(tmp_path, monkeypatch):
         tensorrt_runtime.TensorRTRunner(engine)
 
 
+# ---- TensorRT 10.x / 11 API handling, against a stand-in module with TensorRT's enum names ----
+# (these check OUR decisions: which flags, which errors; nothing here builds or runs an engine)
+
+class _Flag:
+    def __init__(self, name):
+        self.name = name
+
+    def __int__(self):
+        return {"STRONGLY_TYPED": 0}[self.name]
+
+    def __repr__(self):
+        return self.name
+
+
+def _fake_trt(version: str, with_weak_flags: bool = True):
+    import types
+
+    trt = types.SimpleNamespace(__version__=version)
+    trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(STRONGLY_TYPED=_Flag("STRONGLY_TYPED"))
+    trt.BuilderFlag = types.SimpleNamespace(**({"FP16": "FP16", "INT8": "INT8"} if with_weak_flags else {}))
+    trt.LayerType = types.SimpleNamespace(QUANTIZE="QUANTIZE", CONVOLUTION="CONVOLUTION")
+    trt.DataType = types.SimpleNamespace(HALF="HALF", FLOAT="FLOAT")
+    return trt
+
+
+@pytest.mark.parametrize("version,flags,strong", [("10.3.0", 0, False), ("10.11.0", 0, False), ("10.12.0", 1, True),
+                                                   ("10.16.1", 1, True), ("11.0.0", 0, True), ("11.4.2", 0, True)])
+def test_network_typing_by_tensorrt_version(version, flags, strong):
+    from edgekd.export.tensorrt_export import network_typing, precision_flags
+
+    trt = _fake_trt(version, with_weak_flags=version.startswith("10."))
+    assert network_typing(trt) == (flags, strong)
+    for precision in ("fp32", "fp16", "int8"):  # TensorRT 11 has no FP16/INT8 flags: never touched
+        got = precision_flags(trt, precision, strong)
+        assert got == ([] if strong or precision == "fp32" else (["FP16"] if precision == "fp16" else ["FP16", "INT8"]))
+
+
+def test_tensorrt_9_is_refused():
+    from edgekd.export.tensorrt_export import network_typing
+
+    with pytest.raises(EdgeKDError, match="TensorRT >= 10"):
+        network_typing(_fake_trt("8.6.1"))
+
+
+class _Net:
+    def __init__(self, layers):
+        self.layers = layers  # (type, output dtype)
+        self.num_layers = len(layers)
+
+    def get_layer(self, i):
+        import types
+
+        t, dt = self.layers[i]
+        return types.SimpleNamespace(type=t, get_output=lambda _: types.SimpleNamespace(dtype=dt))
+
+
+def test_network_precision_checks():
+    from edgekd.export.tensorrt_export import check_network_precision
+
+    trt = _fake_trt("10.12.0")
+    fp32 = _Net([("CONVOLUTION", "FLOAT")])
+    with pytest.raises(EdgeKDError, match="model.fp16.onnx"):
+        check_network_precision(trt, fp32, "fp16", Path("model.onnx"), strongly_typed=True)
+    check_network_precision(trt, fp32, "fp16", Path("model.onnx"), strongly_typed=False)  # 10.3: the FP16 flag does it
+    check_network_precision(trt, _Net([("CONVOLUTION", "HALF")]), "fp16", Path("model.fp16.onnx"), strongly_typed=True)
+    with pytest.raises(EdgeKDError, match="no QuantizeLinear"):
+        check_network_precision(trt, fp32, "int8", Path("model.onnx"), strongly_typed=True)
+    check_network_precision(trt, _Net([("QUANTIZE", "FLOAT")]), "int8", Path("model.int8.qdq.onnx"), strongly_typed=True)
+
+
+class _Config:
+    """Builder config stand-in: a cache blob written by 'another TensorRT' is rejected."""
+
+    def __init__(self):
+        self.caches = []
+
+    def create_timing_cache(self, blob):
+        return None if blob == b"corrupt" else ("cache", blob)
+
+    def set_timing_cache(self, cache, ignore_mismatch):
+        assert ignore_mismatch is False
+        self.caches.append(cache)
+        return cache[1] in (b"", b"good")
+
+
+@pytest.mark.parametrize("blob", [b"other-version", b"corrupt"])
+def test_timing_cache_mismatch_is_set_aside(tmp_path, blob):
+    from edgekd.export.tensorrt_export import load_timing_cache
+
+    path = tmp_path / "timing.cache"
+    path.write_bytes(blob)
+    cache, note = load_timing_cache(_Config(), path)
+    assert cache == ("cache", b"") and "another TensorRT/device" in note
+    assert not path.exists() and (tmp_path / "timing.cache.stale").read_bytes() == blob
+    path.write_bytes(b"good")
+    assert load_timing_cache(_Config(), path) == (("cache", b"good"), "")
+    path.unlink()
+    assert load_timing_cache(_Config(), path) == (("cache", b""), "")  # first build: no note
+
+
+def _runner_env(monkeypatch, engine_obj=None):
+    import types
+
+    from edgekd.export import tensorrt_runtime
+
+    monkeypatch.setattr(tensorrt_runtime, "device_fingerprint", lambda: ORIN)
+    trt = _fake_trt("10.3.0")
+    trt.Logger = lambda *_: None
+    trt.Logger.WARNING = 0
+    trt.Runtime = lambda _logger: types.SimpleNamespace(deserialize_cuda_engine=lambda blob: engine_obj)
+    monkeypatch.setattr(tensorrt_runtime, "import_tensorrt", lambda: trt)
+    monkeypatch.setattr(tensorrt_runtime, "_cudart", lambda: types.SimpleNamespace())
+    return tensorrt_runtime
+
+
+def test_engine_sha256_must_match_the_sidecar(tmp_path, monkeypatch):
+    rt = _runner_env(monkeypatch)
+    engine, sc = _sidecar(tmp_path)
+    with pytest.raises(EdgeKDError, match="does not match its sidecar"):  # sidecar has no/old digest
+        rt.TensorRTRunner(engine)
+
+
+def test_deserialize_none_is_a_clear_error(tmp_path, monkeypatch):
+    from edgekd.export.artifacts import sha256_file
+
+    rt = _runner_env(monkeypatch, engine_obj=None)
+    engine, sc = _sidecar(tmp_path)
+    sc.engine_sha256 = sha256_file(engine)
+    write_sidecar(sc, engine)
+    with pytest.raises(EdgeKDError, match="could not deserialize .*--build-on-device --onnx model.int8.qdq.onnx"):
+        rt.TensorRTRunner(engine)
+
+
+def test_set_input_shape_failure_is_an_error(tmp_path):
+    import types
+
+    from edgekd.export.tensorrt_runtime import TensorRTRunner
+
+    r = object.__new__(TensorRTRunner)
+    r.path, r.input_name, r.cudart = tmp_path / "m.engine", "input", None
+    r.profile = profile_shapes("input", (3, 32, 32), 1, 1, 8)
+    r.context = types.SimpleNamespace(set_input_shape=lambda name, shape: False)
+    with pytest.raises(EdgeKDError, match="outside the engine's profile"):
+        r._run(np.zeros((9, 3, 32, 32), np.float32))
+
+
+def test_device_identity_jetson_and_driver(tmp_path):
+    from edgekd.export.trt_sidecar import jetson_model, nvidia_driver_version
+
+    assert jetson_model(tmp_path) is None and nvidia_driver_version(tmp_path) == "unknown"
+    (tmp_path / "proc" / "device-tree").mkdir(parents=True)
+    (tmp_path / "proc" / "device-tree" / "model").write_bytes(b"NVIDIA Jetson Orin Nano Engineering Reference Developer Kit\x00")
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "nv_tegra_release").write_text("# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic\n")
+    assert jetson_model(tmp_path) == "NVIDIA Jetson Orin Nano Engineering Reference Developer Kit"
+    assert nvidia_driver_version(tmp_path) == "L4T R36.4.3"
+    (tmp_path / "proc" / "driver" / "nvidia").mkdir(parents=True)
+    (tmp_path / "proc" / "driver" / "nvidia" / "version").write_text(
+        "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  570.86.10  Release Build  (dvs-builder@U16)\n")
+    assert nvidia_driver_version(tmp_path) == "570.86.10"
+
+
+def test_engine_names():
+    from edgekd.export.tensorrt_export import engine_name
+
+    assert engine_name(Path("model.int8.qdq.onnx"), "int8") == "model.int8.engine"
+    assert engine_name(Path("x/model.fp16.onnx"), "fp16") == "model.fp16.engine"
+    assert engine_name(Path("model.onnx"), "fp32") == "model.fp32.engine"
+
+
 # ---- real engines: only where TensorRT and a CUDA GPU exist (never on this project's CI) ----
 
 def _needs_gpu():
@@ -140,11 +310,21 @@ def test_engine_build_and_run(precision, tmp_path_factory):
     from edgekd.export.tensorrt_export import TrtBuildConfig, build_engine
     from edgekd.export.tensorrt_runtime import TensorRTRunner
 
+    from edgekd.data import Manifest
+    from edgekd.export.batches import load_batch
+    from edgekd.export.metadata import preprocess_dict, read_metadata
+    from edgekd.export.runtimes import open_runner
+
     run, out, _ = cached_export_all(tmp_path_factory.getbasetemp() / "edgekd_export_cache", "convnext")
-    src = out / "onnx" / "model.onnx" if precision == "fp16" else out / "tensorrt" / "model.int8.qdq.onnx"
+    src = out / "tensorrt" / ("model.fp16.onnx" if precision == "fp16" else "model.int8.qdq.onnx")
     engine = tmp_path_factory.mktemp("trt") / f"model.{precision}.engine"
     sc = build_engine(src, engine, TrtBuildConfig(precision=precision, max_batch=8))
-    assert engine.exists() and sc.device.gpu_name
+    assert engine.exists() and sc.device.gpu_name and sc.engine_sha256
     r = TensorRTRunner(engine)
-    x = np.random.default_rng(0).standard_normal((11, 3, 32, 32), dtype=np.float32)  # > max batch: chunked
-    assert r.predict(x).shape == (11, 4)
+    items = Manifest.load(run / "data" / "test.json").items[:11]
+    x = load_batch([p for p, _ in items], preprocess_dict(read_metadata(src)))  # 11 > max batch 8: chunked
+    got, ref = r.predict(x), open_runner(out / "onnx" / "model.onnx").predict(x)
+    assert got.shape == ref.shape == (11, 4)
+    assert (got.argmax(1) == ref.argmax(1)).mean() >= 10 / 11  # same predictions as ONNX Runtime FP32
+    cos = (got * ref).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(ref, axis=1))
+    assert cos.min() > 0.98
