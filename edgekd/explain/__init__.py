@@ -10,3 +10,7 @@ Two paths that share rendering and metrics:
 This package's `__init__`, `render` and `faithfulness` import no torch, so a clinic box with
 `edgekd[runtime]` can render galleries.
 """
+
+#: `--method` names of the torch CAMs (pytorch-grad-cam classes in `edgekd.explain.cam.METHODS`);
+#: `randomcam` (random channel weights) is the floor a trustworthy method must beat.
+CAM_METHODS = ("gradcam", "gradcam++", "scorecam", "layercam", "xgradcam", "hirescam", "eigencam", "randomcam")

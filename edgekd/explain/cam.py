@@ -14,18 +14,17 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from pytorch_grad_cam import (EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM,
+from pytorch_grad_cam import (EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, RandomCAM, ScoreCAM,
                               XGradCAM)
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 from edgekd.errors import EdgeKDError
+from edgekd.explain import CAM_METHODS
 
-#: `--method` name -> pytorch-grad-cam class
-METHODS: dict[str, type] = {
-    "gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "scorecam": ScoreCAM, "layercam": LayerCAM,
-    "xgradcam": XGradCAM, "hirescam": HiResCAM, "eigencam": EigenCAM,
-}
+#: `--method` name -> pytorch-grad-cam class, in the order of CAM_METHODS
+METHODS: dict[str, type] = dict(zip(CAM_METHODS, (GradCAM, GradCAMPlusPlus, ScoreCAM, LayerCAM, XGradCAM, HiResCAM,
+                                                  EigenCAM, RandomCAM), strict=True))
 
 
 @dataclass

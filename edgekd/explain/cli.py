@@ -13,8 +13,7 @@ from itertools import zip_longest
 from pathlib import Path
 
 from edgekd.errors import EdgeKDError
-
-CAM_METHODS = ("gradcam", "gradcam++", "scorecam", "layercam", "xgradcam", "hirescam", "eigencam")
+from edgekd.explain import CAM_METHODS
 
 
 def parser() -> argparse.ArgumentParser:
