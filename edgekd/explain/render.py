@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,8 +96,8 @@ def write_gallery(rows: list[GalleryRow], out: Path, title: str, notes: list[str
     """Write overlays, gallery.md, gallery.png and explanations.json under `out`; returns gallery.md."""
     if not rows:
         raise ValueError("write_gallery needs at least one row")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "overlays").mkdir(exist_ok=True)
+    shutil.rmtree(out / "overlays", ignore_errors=True)  # a rerun must not leave another run's overlays behind
+    (out / "overlays").mkdir(parents=True)
     labels = [p.label for p in rows[0].panels]
     md = [f"# {title}", "", *(notes or []), "", "| input | " + " | ".join(labels) + " |",
           "|---" * (len(labels) + 1) + "|"]
