@@ -106,7 +106,7 @@ def write(result: dict, table_md: str) -> None:
              f"Command: `{result['command']}`", "",
              f"Sweep (each run its own process): `edgekd sweep {' '.join(SWEEP)} --launcher L {' '.join(TINY)}`", "",
              f"Machine: {result['machine']}; Ray {result['ray_version']}.", "",
-             "| run | wall s | cells | failed | table equal | table.md equal | weights equal |", "|---|---|---|---|---|---|---|"]
+             "| run | wall s (of the rerun, for the killed one) | cells | failed | table equal | table.md equal | weights equal |", "|---|---|---|---|---|---|---|"]
     for name, r in runs.items():
         p = r.get("parity", {})
         lines.append(f"| {name} | {r['wall_seconds']} | {p.get('cells', '-')} | {p.get('failed', '-')} | "
@@ -114,7 +114,8 @@ def write(result: dict, table_md: str) -> None:
     k = runs["ray_killed_then_resumed"]
     lines += ["", f"Killed driver: SIGKILL after {k['finished_at_kill']} finished cell(s); processes left behind by "
               f"it 5 s later: {k['processes_left_by_killed_driver'] or 'none'} (the GCS, raylet, workers and trainers "
-              "were gone; Ray's agents, if listed, are removed by this script); the rerun skipped {k['skipped_on_rerun']} finished cell(s) "
+              f"were gone; Ray's agents, if listed, are removed by this script); the rerun skipped {k['skipped_on_rerun']} finished "
+              "cell(s) (a cell about to finish at the kill may still write its results before its trainer stops) "
               f"(`{k['plan']}`).", "",
               "Wall times are on 2 shared cores: Ray runs 2 cells at a time but each cell is a fresh "
               "`python -m edgekd.train` (~5-10 s of imports), so on cells this tiny it is not faster.", "",

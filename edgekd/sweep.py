@@ -225,6 +225,8 @@ def write_table(cells: list[Cell], out: Path, fractions: list[float], extra: dic
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
+    from edgekd.sweep_ray import RayOptions as Ray  # its dataclass defaults, for the help (no Ray import)
+
     p = argparse.ArgumentParser(prog="edgekd sweep", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True, help="base config (YAML path or preset name)")
     p.add_argument("--out", required=True, help="sweep directory (cells/ + table.md + table.json)")
@@ -241,10 +243,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     ray = p.add_argument_group("--launcher ray (run directories must be on a file system every node sees)")
     ray.add_argument("--ray-address", default=None,
                      help="cluster to join, e.g. HEAD_IP:6379 (default: a Ray running here, else a new local one)")
-    ray.add_argument("--cpus-per-cell", type=float, default=None, help="CPUs Ray reserves per cell (default 1)")
+    ray.add_argument("--cpus-per-cell", type=float, default=None, help=f"CPUs Ray reserves per cell (default {Ray.cpus_per_cell:g})")
     ray.add_argument("--gpus-per-cell", type=float, default=None,
-                     help="GPUs per cell (default 0); above 1 the cell trains with accelerate --multi_gpu")
-    ray.add_argument("--retries", type=int, default=None, help="extra attempts for a failed cell (default 2)")
+                     help=f"GPUs per cell (default {Ray.gpus_per_cell:g}); above 1 the cell trains with accelerate --multi_gpu")
+    ray.add_argument("--retries", type=int, default=None, help=f"extra attempts for a failed cell (default {Ray.retries})")
     p.add_argument("--keep-checkpoints", action="store_true",
                    help="keep each finished cell's checkpoints/ (default: delete them, ~50-100 MB per cell)")
     p.add_argument("--table-only", action="store_true", help="rebuild the table from finished cells")

@@ -21,7 +21,8 @@ from tests.test_sweep import TINY, _tiny
 
 @pytest.fixture(scope="module")
 def ray_address():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True)
+    # 2 declared GPUs let a --gpus-per-cell 2 cell be scheduled on this CPU box (see the last test)
+    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=True)
     try:
         yield ray.get_runtime_context().gcs_address
     finally:
@@ -81,6 +82,19 @@ def test_ray_retries_a_killed_cell_and_records_a_failed_one(ray_address, tmp_pat
     assert "1 already done, 1 to run" in capsys.readouterr().out
     table = json.loads((out / "table.json").read_text())
     assert sorted(c["method"] for c in table["cells"]) == ["cm2", "ours"] and table["failed"] == []
+
+
+def test_ray_cell_with_two_gpus_trains_through_accelerate_multi_process(ray_address, tmp_path, monkeypatch):
+    ds, out, real = _tiny(tmp_path / "ds"), tmp_path / "sw", sweep.run_cell
+
+    def on_cpu(cell, **kw):  # no GPU here: accelerate's multi-process launch runs on CPU with gloo
+        os.environ["ACCELERATE_USE_CPU"] = "1"
+        real(cell, **kw)
+
+    monkeypatch.setattr(sweep, "run_cell", on_cpu)
+    assert sweep.main([*_args(ds, out, ["cm2"], "ray"), "--gpus-per-cell", "2"]) == 0
+    res = json.loads((out / "cells/ds/f1/cm2/draw0/results.json").read_text())
+    assert res["world_size"] == 2  # one Ray task, two training processes (accelerate launch --multi_gpu)
 
 
 def test_ray_flags_need_the_ray_launcher(tmp_path, monkeypatch):
