@@ -291,6 +291,9 @@ def _execute(todo: list[Cell], done: list[Cell], cells: list[Cell], execute: Cal
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as bar:
         task = bar.add_task("sweep", total=len(cells), completed=len(cells) - len(todo))
         for c, error in execute(todo):
+            if error is None and not (c.run_dir(out) / "results.json").exists():
+                error = (f"the cell finished but {c.run_dir(out) / 'results.json'} is missing here "
+                         "(with --launcher ray, --out must be on a file system every node shares)")
             if error is not None:
                 failed.append({**asdict(c), "run_dir": str(c.run_dir(out)), "error": error})
                 bar.console.print(f"[red]cell failed[/red] {c.run_dir(out)}: {error}")

@@ -104,3 +104,12 @@ def test_ray_flags_need_the_ray_launcher(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # as if the `cluster` extra were not installed
     with pytest.raises(EdgeKDError, match=r"pip install 'edgekd\[cluster\]'"):
         sweep.main([*args[:-3], "--launcher", "ray", "--dry-run"])
+
+
+def test_a_cell_whose_results_are_not_visible_is_failed_not_a_crash(tmp_path, monkeypatch):
+    # e.g. --out on a node-local disk: the cell trained elsewhere and its results.json never shows up here
+    monkeypatch.setattr(sweep, "run_cell", lambda cell, **kw: None)
+    out = tmp_path / "sw"
+    assert sweep.main(_args(_tiny(tmp_path / "ds"), out, ["cm2"], "inproc")) == 1
+    failed = json.loads((out / "table.json").read_text())["failed"]
+    assert len(failed) == 1 and "file system every node shares" in failed[0]["error"]
