@@ -3,9 +3,12 @@
 Generates N grey 512x512 PNGs (smooth gradient + noise, like a scan; two classes), then times
 full passes of a DataLoader (num_workers=0, batch 32) over `ImageDataset` with the eval transform
 (decode + resize + normalise) and with the train transform, uncached vs cached. The one-time
-cache build is reported separately. Writes benchmarks/results/data_cache.{json,md}.
+cache build is reported separately. Then the same images go through the trainer itself
+(`edgekd train`, `data.cache_dir` set or not: Lite2 -> Lite0 cm1 at the target size, 1 thread),
+which is the figure a user sees: model compute is the same on both sides, so the speedup there is
+smaller than the data path's. Writes benchmarks/results/data_cache.{json,md}.
 
-    .venv/bin/python benchmarks/data_cache.py [--n 300] [--size 512] [--target 224] [--repeats 5]
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/data_cache.py [--n 300] [--size 512] [--target 224] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -54,6 +57,21 @@ def epoch_seconds(dataset, batch_size: int) -> float:
     return time.perf_counter() - t0
 
 
+def trainer_epochs(data: Path, run_dir: Path, target: int, epochs: int, cache_dir: Path | None) -> list[float]:
+    """Seconds per training epoch from the trainer's own metrics.csv (validation excluded)."""
+    import csv
+
+    from edgekd import train
+
+    argv = ["--config", "lite2_to_lite0_fmnist", f"data.root={data}", "data.fraction=1.0", "data.test_size=0.2",
+            "data.test_limit=null", "method=cm1", f"model.image_size={target}", f"optim.epochs={epochs}",
+            "val_limit=null", "num_threads=1", "trackers=none", "progress=false", f"run_dir={run_dir}",
+            f"data.cache_dir={cache_dir if cache_dir else 'null'}"]
+    assert train.main(argv) == 0
+    with open(run_dir / "metrics.csv") as f:
+        return [float(r["epoch_seconds"]) for r in csv.DictReader(f)]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=300)
@@ -61,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--target", type=int, default=224)
     ap.add_argument("--repeats", type=int, default=5, help="epochs timed per variant (median reported)")
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--trainer-epochs", type=int, default=2, help="epochs per trainer run (median reported)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "data_cache"))
     args = ap.parse_args(argv)
 
@@ -99,9 +118,20 @@ def main(argv: list[str] | None = None) -> int:
                              "uncached_runs_s": [round(t, 3) for t in times["uncached"]],
                              "cached_runs_s": [round(t, 3) for t in times["cached"]]}
         cache_mb = cache.path.stat().st_size / 2**20
+        runs = {name: trainer_epochs(tmp / "data", tmp / f"run_{name}", args.target, args.trainer_epochs, cdir)
+                for name, cdir in (("uncached", None), ("cached", tmp / "train_cache"))}
+        u, c = statistics.median(runs["uncached"]), statistics.median(runs["cached"])
+        trainer = {"uncached_s": round(u, 2), "cached_s": round(c, 2), "speedup": round(u / c, 2),
+                   "uncached_epochs_s": [round(t, 2) for t in runs["uncached"]],
+                   "cached_epochs_s": [round(t, 2) for t in runs["cached"]]}
 
     command = ".venv/bin/python benchmarks/data_cache.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     report = {
+        "trainer": trainer,
+        "trainer_speedup": trainer["speedup"],
+        "trainer_measured": f"epoch_seconds of `edgekd train` (Lite0 cm1, {args.target} px, batch 32, 1 thread, "
+                            f"{int(args.n * 0.8)} training images), data.cache_dir set vs not; median of "
+                            f"{args.trainer_epochs} epochs",
         "speedup": results["eval"]["speedup"],
         "speedup_train_transform": results["train"]["speedup"],
         "measured": "one epoch of DataLoader(ImageDataset, batch 32, num_workers=0): decode+resize+normalise "
@@ -147,6 +177,17 @@ def main(argv: list[str] | None = None) -> int:
         md.append(f"| {name} | {r['uncached_s']:.3f} | {r['cached_s']:.3f} | {r['speedup']:.1f}x |")
     md += [
         "",
+        f"Through the trainer (`edgekd train`, Lite0 cm1 at {args.target} px, {int(args.n * 0.8)} training images, "
+        "1 thread, `data.cache_dir` set vs not; median epoch):",
+        "",
+        "| | uncached epoch (s) | cached epoch (s) | speedup |",
+        "|---|---:|---:|---:|",
+        f"| training epoch | {trainer['uncached_s']:.2f} | {trainer['cached_s']:.2f} | {trainer['speedup']:.2f}x |",
+        "",
+        f"Headline: a training epoch is {trainer['speedup']:.2f}x as fast with the cache here (the data path alone "
+        f"{results['eval']['speedup']:.1f}x eval / {results['train']['speedup']:.1f}x train transform); the model's "
+        "own compute, unchanged by the cache, bounds the gain.",
+        "",
         f"One-time cache build: {build_s:.2f} s (decode + resize once, {cache_mb:.1f} MiB on disk); "
         f"reopening an existing cache: {reopen_s * 1000:.1f} ms.",
         "",
@@ -158,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     out.with_suffix(".md").write_text("\n".join(md))
     print("\n".join(md))
+    print(f"trainer epoch speedup: {trainer['speedup']}x")
     print(f"speedup (eval data path): {report['speedup']}x; train transform: {report['speedup_train_transform']}x")
     return 0
 

@@ -551,7 +551,7 @@ def train_step(run: Run, batch) -> dict[str, float]:
         run.scheduler.step()
         run.progress.step += 1
         if run.aux is not None and run.method in ("ours", "ours-swap", "ours-cskd"):
-            ema_update(run.aux, run.student, run.cfg.method.beta)  # after every optimizer step
+            ema_update(run.aux, run.student, run.cfg.method.beta)  # eq. 7, after every optimizer step
     return {"loss": loss.item(), **parts}
 
 

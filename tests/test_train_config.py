@@ -14,6 +14,9 @@ def test_presets_match_paper(preset, tau):
     if preset != "lite2_to_lite0_fmnist":
         assert cfg.optim.epochs == 300 and cfg.model.image_size == 224 and cfg.optim.warmup_epochs == 50
         assert cfg.optim.weight_decay == 0.05 and cfg.optim.min_lr == 1e-6
+        # paper-exact: no KD ramp-up; aux_bn auto = eval mode for these BatchNorm-free students
+        assert cfg.method.kd_rampup == "0" and cfg.method.aux_bn == "auto"
+        assert cfg.method.cskd_teacher == "self" and cfg.method.tfkd_mode == "snapshot"
     else:
         assert cfg.model.teacher_weights == "lite-package" and cfg.data.test_limit
 
