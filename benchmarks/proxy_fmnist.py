@@ -47,7 +47,7 @@ ABLATIONS = {  # label -> the one override that differs from the preset's `ours`
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=str(REPO / "runs" / "proxy_fmnist"))
-    p.add_argument("--image-size", type=int, default=48)
+    p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--epochs", nargs="+", default=["0.01:16", "0.05:6"], help="FRACTION:EPOCHS per fraction")
     p.add_argument("--draws", type=int, default=3)
     p.add_argument("--jobs", nargs="+", default=None, help="main-FRACTION ... and/or ablation (default: all)")
@@ -174,7 +174,7 @@ def markdown(a: argparse.Namespace, res: dict) -> str:
         lines += [f"- {verdict(*k.split(' vs '), d)}" for k, d in res["comparisons"][f].items()]
     lines += ["", "Ablation at 1% (ours with the preset's settings minus ours with one setting changed):"]
     lines += [f"- {verdict('ours', 'ours, ' + lab, d)}" for lab, d in res["ablation_ours_minus_variant"].items()]
-    lines += ["", "Differences within about one std over 3 draws are not meaningful; this is a 48-px stand-in "
+    lines += ["", "Differences within about one std over 3 draws are not meaningful; this is a small-image stand-in "
               "for the paper's 224-px, 300-epoch medical runs, so it tests the mechanism, not the paper's numbers.", ""]
     return "\n".join(lines)
 
