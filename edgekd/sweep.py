@@ -28,7 +28,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -241,7 +241,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                    "or ray (cells as Ray tasks across a cluster; pip install 'edgekd[cluster]')")
     p.add_argument("--num-processes", type=int, default=1, help="with --launcher accelerate")
     ray = p.add_argument_group("--launcher ray (run directories must be on a file system every node sees)")
-    ray.add_argument("--ray-address", default=None,
+    ray.add_argument("--ray-address", dest="address", default=None,
                      help="cluster to join, e.g. HEAD_IP:6379 (default: a Ray running here, else a new local one)")
     ray.add_argument("--cpus-per-cell", type=float, default=None, help=f"CPUs Ray reserves per cell (default {Ray.cpus_per_cell:g})")
     ray.add_argument("--gpus-per-cell", type=float, default=None,
@@ -258,20 +258,17 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def _executor(a: argparse.Namespace, out: Path, base: list[str], seed: int
               ) -> Callable[[list[Cell]], Iterator[tuple[Cell, str | None]]]:
     """The launcher's way of running cells; `run_cell` is looked up here so the Ray tasks carry it."""
-    ray_flags = {"--ray-address": a.ray_address, "--cpus-per-cell": a.cpus_per_cell,
-                 "--gpus-per-cell": a.gpus_per_cell, "--retries": a.retries}
-    if a.launcher != "ray":
-        given = [flag for flag, value in ray_flags.items() if value is not None]
-        if given:
-            raise EdgeKDError(f"{', '.join(given)} only apply to --launcher ray (got --launcher {a.launcher})")
-        return partial(run_local, runner=partial(run_cell, out=out, base=base, seed=seed, launcher=a.launcher,
-                                                 num_processes=a.num_processes))
     from edgekd import sweep_ray
 
+    given = {f.name: getattr(a, f.name) for f in fields(sweep_ray.RayOptions) if getattr(a, f.name) is not None}
+    if a.launcher != "ray":
+        if given:
+            raise EdgeKDError(f"--ray-address, --cpus-per-cell, --gpus-per-cell and --retries only apply to "
+                              f"--launcher ray (got --launcher {a.launcher} with {', '.join(given)})")
+        return partial(run_local, runner=partial(run_cell, out=out, base=base, seed=seed, launcher=a.launcher,
+                                                 num_processes=a.num_processes))
     sweep_ray.import_ray()  # fail before any work if the extra is missing
-    opts = sweep_ray.RayOptions(**{k: v for k, v in dict(
-        address=a.ray_address, cpus_per_cell=a.cpus_per_cell, gpus_per_cell=a.gpus_per_cell, retries=a.retries,
-    ).items() if v is not None})
+    opts = sweep_ray.RayOptions(**given)
     if opts.retries < 0 or opts.cpus_per_cell <= 0 or opts.gpus_per_cell < 0:
         raise EdgeKDError("--retries and --gpus-per-cell must be >= 0 and --cpus-per-cell > 0")
     launcher, procs = opts.cell_launcher()
