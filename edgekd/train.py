@@ -364,6 +364,7 @@ class Run:
     test_loader: Any
     aux_bn: str  # "batch" or "running", resolved from method.aux_bn
     ramp_steps: int  # optimizer steps of the KD ramp-up (0 = none)
+    total_steps: int  # optimizer steps of the whole run
     resumed_from: Path | None = None
 
     @property
@@ -445,11 +446,25 @@ def prepare_run(cfg: TrainConfig, accelerator, run_dir: Path) -> Run:
     scheduler = cosine_with_warmup(optimizer, cfg, updates)
     run = Run(cfg, accelerator, data, built, student, aux, teacher, optimizer, scheduler, Progress(), train_ds,
               train_loader, val_loader, test_loader, resolve_aux_bn(cfg, aux),
-              rampup_steps(cfg.method.kd_rampup, cfg.optim.epochs, updates))
+              rampup_steps(cfg.method.kd_rampup, cfg.optim.epochs, updates), cfg.optim.epochs * updates)
     accelerator.register_for_checkpointing(scheduler)
     accelerator.register_for_checkpointing(run.progress)
     resume_or_start_fresh(run, run_dir)
+    warn_if_budget_is_short(run)
     return run
+
+
+def warn_if_budget_is_short(run: Run) -> None:
+    """Say so when the run is short next to the EMA horizon 1/(1 - beta), where S' lags far behind S.
+
+    benchmarks/results/short_budget.md measures what that costs against cm1 (~25 steps).
+    """
+    horizon = 1.0 / max(1e-9, 1.0 - run.cfg.method.beta)
+    if run.aux is not None and run.method in ("ours", "ours-swap", "ours-cskd") and run.total_steps < 10 * horizon:
+        run.accelerator.print(
+            f"warning: {run.total_steps} optimizer steps is short for EMA self-distillation: S' averages the last "
+            f"~{horizon:.0f} steps of S, so its targets lag far behind; on a 24-step budget ours trailed cm1 "
+            "(benchmarks/results/short_budget.md). Train longer, or compare with method=cm1.")
 
 
 def resume_or_start_fresh(run: Run, run_dir: Path) -> None:

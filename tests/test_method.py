@@ -53,9 +53,11 @@ def test_loop_applies_the_ema_after_every_step(tiny, tmp_path):
     assert moved > 100  # S' really moved (nearly every tensor)
 
 
-def test_kd_term_is_live_for_ours_and_absent_for_cm1(tiny, tmp_path):
+def test_kd_term_is_live_for_ours_and_absent_for_cm1(tiny, tmp_path, capsys):
     _run(tiny, tmp_path / "ours")
+    assert "short for EMA self-distillation" in capsys.readouterr().out  # 1 step: the user is told
     _run(tiny, tmp_path / "cm1", "method=cm1")
+    assert "short for EMA" not in capsys.readouterr().out
     assert all(kd > 1e-4 for kd in _kd_per_epoch(tmp_path / "ours"))
     assert _kd_per_epoch(tmp_path / "cm1") == [0.0]
 
