@@ -16,6 +16,7 @@ import timm  # noqa: E402
 from edgekd.explain.cam import CamConfig, compute_cams, target_layer, vit_reshape  # noqa: E402
 from edgekd.explain.render import peak  # noqa: E402
 from tests.explain_models import RegionNet, in_region, region_share, textures, write_pngs  # noqa: E402
+from tests.test_train_e2e import tiny  # noqa: E402,F401  (fixture: 4 class folders of 32 px PNGs)
 
 TINY_VIT = dict(img_size=32, patch_size=8, depth=2, embed_dim=32, num_heads=2, num_classes=3)
 
@@ -128,3 +129,18 @@ def test_explain_run_teacher_from_config_and_errors(tmp_path, capsys):
     assert main(["explain", "--run", str(run), str(tmp_path / "im"), "--method", "occlusion"]) == 2
     err = capsys.readouterr().err
     assert "unknown --models nope" in err and "does not exist" in err and "--artifact" in err
+
+
+@pytest.mark.parametrize("method, labels", [("kd", ["S", "teacher"]), ("ours", ["S", "S' (aux)", "teacher"])])
+def test_trained_vit_run_explains_side_by_side(tiny, tmp_path, method, labels):
+    """A real trainer run: kd shows its fine-tuned teacher, ours shows S' and the weight donor."""
+    from edgekd.cli import main
+    from tests.test_train_e2e import run
+
+    run(tiny, tmp_path / "r", f"method={method}")
+    assert main(["explain", "--run", str(tmp_path / "r"), "--sample", "4", "--method", "gradcam"]) == 0
+    rec = json.loads((tmp_path / "r" / "explain" / "gradcam" / "explanations.json").read_text())
+    assert [r["model"] for r in rec[: len(labels)]] == labels and len(rec) == 4 * len(labels)
+    classes = {"alpha", "beta", "gamma", "delta"}
+    assert all(r["predicted"] in classes for r in rec if r["model"] != "teacher" or method == "kd")
+    assert "explain/gradcam/gallery.md" in (tmp_path / "r" / "MODEL_CARD.md").read_text()
