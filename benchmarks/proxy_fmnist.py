@@ -48,7 +48,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=str(REPO / "runs" / "proxy_fmnist"))
     p.add_argument("--image-size", type=int, default=32)
-    p.add_argument("--epochs", nargs="+", default=["0.01:16", "0.05:6"], help="FRACTION:EPOCHS per fraction")
+    p.add_argument("--epochs", nargs="+", default=["0.01:16", "0.05:4"], help="FRACTION:EPOCHS per fraction")
     p.add_argument("--draws", type=int, default=3)
     p.add_argument("--jobs", nargs="+", default=None, help="main-FRACTION ... and/or ablation (default: all)")
     p.add_argument("--test-limit", type=int, default=100, help="test images per class")
