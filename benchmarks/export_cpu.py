@@ -116,6 +116,8 @@ def finetune(model, items: list, pp: dict, steps: int, lr: float, batch: int = 1
         if step >= steps - 20:
             correct += int((logits.argmax(1).numpy() == y).sum())
             seen += len(y)
+        if step % 50 == 0:
+            print(f"    step {step}/{steps} loss {loss.item():.3f} {time.perf_counter() - t0:.0f}s", flush=True)
     model.eval()
     return {"steps": steps, "lr": lr, "batch": batch, "seconds": round(time.perf_counter() - t0, 1),
             "train_acc_last20": round(100 * correct / max(seen, 1), 1)}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 import sys
 from pathlib import Path
 
@@ -166,18 +167,20 @@ def bench_main(argv: list[str]) -> int:
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--iters", type=int, default=100)
     ap.add_argument("--throughput-batch", type=int, default=32, help="0 = skip")
+    ap.add_argument("--throughput-seconds", type=float, default=6.0,
+                    help="throughput run length (static-batch compile, THROUGHPUT-hint streams, like benchmark_app -t)")
     ap.add_argument("--openvino-precision", default="f32", choices=["f32", "bf16", "f16", "default"],
                     help="OpenVINO INFERENCE_PRECISION_HINT (default f32; 'default' = the device's choice, bf16 on AVX-512 BF16/AMX)")
     ap.add_argument("--dynamic", action="store_true", help="time the dynamic-batch model as is (default: compile for batch 1)")
     ap.add_argument("--json", type=Path, help="write machine + results JSON here")
     a = ap.parse_args(argv)
     from edgekd.export.artifacts import artifact_files
-    from edgekd.export.bench import BenchConfig, bench_runner, machine_info
+    from edgekd.export.bench import BenchConfig, bench_runner, machine_info, measure_throughput
     from edgekd.export.metadata import read_metadata
     from edgekd.export.runtimes import RunnerConfig, open_runner
 
     machine = machine_info()
-    cfg = BenchConfig(warmup=a.warmup, iters=a.iters, throughput_batch=a.throughput_batch)
+    cfg = BenchConfig(warmup=a.warmup, iters=a.iters)
     ovp = None if a.openvino_precision == "default" else a.openvino_precision
     results = []
     for p in a.artifacts:
@@ -194,9 +197,11 @@ def bench_main(argv: list[str]) -> int:
             from edgekd.export.batches import iter_batches, manifest_items
 
             sample = next(iter_batches(manifest_items(a.data)[:1], {k: md[k] for k in ("input_size", "mean", "std", "interpolation", "crop_pct")}))[0][0]
-        tp = open_runner(p, RunnerConfig(threads=a.threads or None, inference_precision=ovp, latency=False)) if a.throughput_batch else None
         size = sum(f.stat().st_size for f in artifact_files(p)) / 1e6
-        r = bench_runner(runner, chw, p.name, str(md.get("precision", "?")), cfg, throughput_runner=tp, size_mb=size, sample=sample)
+        r = bench_runner(runner, chw, p.name, str(md.get("precision", "?")), cfg, size_mb=size, sample=sample)
+        if a.throughput_batch:
+            tp = measure_throughput(p, a.throughput_batch, a.threads or None, ovp, a.throughput_seconds)
+            r.throughput_batch, r.throughput_ips, r.throughput = tp.batch, tp.ips, asdict(tp)
         results.append(r)
     _print_bench(results, machine)
     if a.json:

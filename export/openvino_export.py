@@ -118,14 +118,13 @@ def quantize_accuracy_aware(model: Any, calib: CalibrationSet, val: "ValidationS
     dict lists the compute ops left in float and the batch-1 latency of both candidates."""
     import nncf
 
-    from edgekd.export.int8_accuracy import batch1_ms, score_predict
+    from edgekd.export.int8_accuracy import paired_batch1_ms, score_predict
 
     cfg = cfg or OpenVINOQuantConfig()
     qmodel, info = quantize_ir(model.clone(), calib, architecture, cfg)
     s = score_predict(compiled_predict(qmodel, threads), val)
     steps = [{"method": "nncf.quantize", "validation": str(s)}]
-    base_float = set(float_compute_ops(qmodel))
-    info["latency_all_int8_ms"] = batch1_ms(compiled_predict(qmodel, threads), val.x[:1])
+    base_float, all_int8 = set(float_compute_ops(qmodel)), qmodel
     if not s.meets(target):
         kwargs, _ = _nncf_kwargs(model, calib, architecture, cfg)
         items = [(val.x[i : i + 1], int(val.ref_pred[i])) for i in range(len(val))]
@@ -139,8 +138,8 @@ def quantize_accuracy_aware(model: Any, calib: CalibrationSet, val: "ValidationS
             max_drop=(100.0 - target.min_agreement_pct) / 100.0, drop_type=nncf.DropType.ABSOLUTE, **kwargs)
         s = score_predict(compiled_predict(qmodel, threads), val)
         steps.append({"method": "nncf.quantize_with_accuracy_control", "validation": str(s)})
-    info["latency_ms"] = (batch1_ms(compiled_predict(qmodel, threads), val.x[:1]) if len(steps) > 1
-                          else info["latency_all_int8_ms"])
+    info["latency_all_int8_ms"], info["latency_ms"] = paired_batch1_ms(
+        compiled_predict(all_int8, threads), compiled_predict(qmodel, threads), val.x[:1])
     info.update(search_steps=steps, validation=str(s), validation_images=len(val), target_met=s.meets(target),
                 target=f"agreement >= {target.min_agreement_pct:g}%, drop <= {target.max_drop_pt:g} pt",
                 float_nodes=sorted(set(float_compute_ops(qmodel)) - base_float))

@@ -65,6 +65,7 @@ class OrtQuantConfig:
     op_types: tuple[str, ...] = BASE_OP_TYPES
     keep_float: tuple[str, ...] | None = None  # None = per-architecture default
     exclude_nodes: tuple[str, ...] = ()  # exact node names kept float (the accuracy-aware search's picks)
+    transformer_fusions: bool | None = None  # onnxruntime.transformers fusions first; None = ViTs only
     calib_batch: int = 16
     extra: dict = field(default_factory=dict)
 
@@ -79,7 +80,8 @@ class OrtQuantConfig:
         """Symmetric S8 Q/DQ; weights stay float behind a Q/DQ pair and biases stay float,
         the form TensorRT's explicit quantization parses and fuses."""
         extra = {"QuantizeBias": False, "AddQDQPairToWeight": True, **kw.pop("extra", {})}
-        return cls(quant_format="qdq", symmetric_activations=True, extra=extra, **kw)
+        # no onnxruntime.transformers fusions: their com.microsoft ops are not ONNX, TensorRT cannot parse them
+        return cls(quant_format="qdq", symmetric_activations=True, extra=extra, transformer_fusions=False, **kw)
 
 
 def has_vnni() -> bool:
@@ -147,15 +149,35 @@ def _plan(proto: Any, architecture: str, cfg: OrtQuantConfig) -> tuple[list[str]
     return excluded, kept_types, [t for t in cfg.op_types if t not in keep]
 
 
+def prepare_float(src: Path, dst: Path, architecture: str, cfg: OrtQuantConfig) -> list[str]:
+    """The float graph quantization starts from: ORT's pre-processing (shape inference, constant
+    folding), then for transformers ORT's transformer optimizer (SkipLayerNormalization = residual
+    Add + LayerNorm in one kernel, Gelu/BiasGelu, Attention where the pattern matches), so the
+    islands that stay float between INT8 GEMMs are single fused kernels. Returns the fusions."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+    fuse = arch_family(architecture) == "vit" if cfg.transformer_fusions is None else cfg.transformer_fusions
+    if not fuse:
+        return []
+    import logging
+
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    logging.getLogger("onnxruntime.transformers.optimizer").setLevel(logging.ERROR)  # "producer not matched": edgekd
+    opt = optimize_model(str(dst), model_type="vit", num_heads=0, hidden_size=0, opt_level=0)
+    opt.save_model_to_file(str(dst))
+    return [f"{k} x{v}" for k, v in opt.get_fused_operator_statistics().items() if v]
+
+
 def quantize_onnx(src: Path, dst: Path, calib: CalibrationSet, architecture: str, cfg: OrtQuantConfig | None = None) -> dict:
     """Static INT8 quantization of `src` into `dst`; returns what was done (for the report)."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     cfg = cfg or OrtQuantConfig()
     pre = dst.with_name(dst.stem + ".pre.onnx")
-    quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+    fusions = prepare_float(src, pre, architecture, cfg)
     proto = onnx.load(str(pre))
     excluded, kept_types, op_types = _plan(proto, architecture, cfg)
     input_name = proto.graph.input[0].name
@@ -184,7 +206,7 @@ def quantize_onnx(src: Path, dst: Path, calib: CalibrationSet, architecture: str
         "weights": "s8 per-channel" if cfg.per_channel else "s8 per-tensor", "calib_method": cfg.calib_method,
         "calib_images": len(calib), "op_types": op_types, "kept_float_op_types": kept_types,
         "float_nodes": excluded, "searched_float_nodes": list(cfg.exclude_nodes),
-        "reduce_range": cfg.reduce_range,
+        "reduce_range": cfg.reduce_range, "fusions": fusions,
     }
 
 
@@ -214,10 +236,9 @@ def rank_sensitivity(src: Path, calib: CalibrationSet, architecture: str, cfg: O
     the first bad one.
     """
     import onnx
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     pre, qdq = workdir / "rank.pre.onnx", workdir / "rank.qdq.onnx"
-    quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+    prepare_float(src, pre, architecture, cfg)
     qcfg = replace(cfg, quant_format="qdq", extra={**cfg.extra, "QDQKeepRemovableActivations": True})
     quantize_onnx(src, qdq, calib, architecture, qcfg)
     fmodel, qmodel = onnx.load(str(pre)), onnx.load(str(qdq))
@@ -253,31 +274,34 @@ def quantize_accuracy_aware(src: Path, dst: Path, calib: CalibrationSet, val: "V
     """Quantize; if the validation slice misses `target`, revert the most sensitive nodes to
     float (1, 2, 4, ... by `rank_sensitivity`) until it holds. Returns the report dict, incl.
     the nodes kept float and the batch-1 latency of the all-INT8 candidate vs the result."""
+    import shutil
     import tempfile
 
-    from edgekd.export.int8_accuracy import batch1_ms, score_predict
+    from edgekd.export.int8_accuracy import paired_batch1_ms, score_predict
     from edgekd.export.runtimes import RunnerConfig, open_runner
 
     def trial(c: OrtQuantConfig) -> tuple[dict, Any]:
         info = quantize_onnx(src, dst, calib, architecture, c)
         return info, score_predict(open_runner(dst, RunnerConfig(threads=threads)).predict, val)
 
-    def latency() -> float:
-        return batch1_ms(open_runner(dst, RunnerConfig(threads=threads, static_batch=1)).predict, val.x[:1])
+    def runner(path: Path) -> Any:
+        return open_runner(path, RunnerConfig(threads=threads, static_batch=1)).predict
 
     info, s = trial(cfg)
     steps = [{"float_nodes": 0, "validation": str(s)}]
-    lat_all = latency()
     ranked: list[tuple[str, float]] = []
-    if not s.meets(target):
-        with tempfile.TemporaryDirectory() as d:
+    with tempfile.TemporaryDirectory() as d:
+        all_int8 = Path(d) / "all_int8.onnx"
+        shutil.copy(dst, all_int8)
+        if not s.meets(target):
             ranked = rank_sensitivity(src, calib, architecture, cfg, val.x[:32], Path(d))
-        for k in search_schedule(len(ranked)):
-            info, s = trial(replace(cfg, exclude_nodes=tuple(n for n, _ in ranked[:k])))
-            steps.append({"float_nodes": k, "validation": str(s)})
-            if s.meets(target):
-                break
-    info.update(latency_all_int8_ms=lat_all, latency_ms=latency() if len(steps) > 1 else lat_all, search_steps=steps,
+            for k in search_schedule(len(ranked)):
+                info, s = trial(replace(cfg, exclude_nodes=tuple(n for n, _ in ranked[:k])))
+                steps.append({"float_nodes": k, "validation": str(s)})
+                if s.meets(target):
+                    break
+        lat_all, lat = paired_batch1_ms(runner(all_int8), runner(dst), val.x[:1])
+    info.update(latency_all_int8_ms=lat_all, latency_ms=lat, search_steps=steps,
                 validation=str(s), validation_images=len(val), target_met=s.meets(target),
                 target=f"agreement >= {target.min_agreement_pct:g}%, drop <= {target.max_drop_pt:g} pt",
                 sensitivity_top=[(n, round(v, 6)) for n, v in ranked[:8]])

@@ -203,7 +203,8 @@ def _onnx_job(ctx: _Ctx, job: opt.Job, art: Artifact) -> None:
     art.path = str(dst)
     art.notes.append(f"ORT static {info['quant_format']} {info['activation']}/{info['weights']}"
                      f"{', reduce_range' if info['reduce_range'] else ''}, {info['calib_method']} on {info['calib_images']} "
-                     f"images; float op types: {info['kept_float_op_types']}; float nodes ({len(info['float_nodes'])}): "
+                     f"images; fusions: {info['fusions'] or 'none'}; float op types: {info['kept_float_op_types']}; "
+                     f"float nodes ({len(info['float_nodes'])}): "
                      f"{info['float_nodes']}" + _search_note(info))
 
 

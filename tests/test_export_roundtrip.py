@@ -147,3 +147,20 @@ def test_predict_uses_artifact_metadata(export):
     res = clf.predict_paths([p for p, _ in items], batch_size=4, top_k=2)
     assert [r["class"] for r in res] and all(0 < r["prob"] <= 1 and len(r["top"]) == 2 for r in res)
     assert all(r["class"] in clf.classes for r in res)
+
+
+def test_ort_int8_uses_transformer_fusions_for_vit_only(export):
+    """ViT: onnxruntime.transformers fuses residual+LayerNorm before quantizing (the float islands
+    between INT8 GEMMs become single kernels); the TensorRT Q/DQ ONNX stays plain ONNX."""
+    import onnx
+
+    run, out, _, report = export
+    arch = json.loads((run / "model.json").read_text())["architecture"]
+    ops = {n.op_type for n in onnx.load(str(out / "onnx" / "model.int8.onnx")).graph.node}
+    note = next(n for n in report["notes"] if n.startswith("onnx-int8:"))
+    if "vit" in arch:
+        assert "SkipLayerNormalization" in ops and "SkipLayerNormalization x" in note
+    else:
+        assert "SkipLayerNormalization" not in ops and "fusions: none" in note
+    qdq_domains = {n.domain for n in onnx.load(str(out / "tensorrt" / "model.int8.qdq.onnx")).graph.node}
+    assert qdq_domains <= {"", "ai.onnx"}

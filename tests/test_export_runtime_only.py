@@ -57,7 +57,7 @@ def test_bench_without_torch_and_schema(exported, tmp_path):
     r = _run_blocked(f"""
         from edgekd.cli import main
         rc = main(["bench", {str(out / "onnx" / "model.int8.onnx")!r}, {str(out / "openvino" / "model.int8.xml")!r},
-                   "--iters", "5", "--warmup", "2", "--throughput-batch", "4", "--data", {str(run / "data" / "test.json")!r},
+                   "--iters", "5", "--warmup", "2", "--throughput-batch", "4", "--throughput-seconds", "0.5", "--data", {str(run / "data" / "test.json")!r},
                    "--json", {str(js)!r}])
         assert rc == 0, rc
     """)
@@ -73,6 +73,7 @@ def test_bench_without_torch_and_schema(exported, tmp_path):
         assert 0 < x["p50_ms"] <= x["p90_ms"] <= x["p99_ms"]
         assert x["load_seconds"] > 0 and x["size_mb"] > 0 and x["threads"] == 2
         assert x["throughput_batch"] == 4 and x["throughput_ips"] > 0
+        assert x["throughput"]["batch"] == 4 and x["throughput"]["iterations"] >= 3 and x["throughput"]["requests"] >= 1
 
 
 def test_predict_without_torch(exported):
