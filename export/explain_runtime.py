@@ -14,15 +14,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable
 
 import numpy as np
 
+from edgekd.export.verify import Predictor
+
 Predict = Callable[[np.ndarray], np.ndarray]
-
-
-class Predictor(Protocol):
-    def predict(self, batch: np.ndarray) -> np.ndarray: ...
 
 
 @dataclass

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from edgekd.errors import EdgeKDError
 from edgekd.export import contract
+from edgekd.export.explain_runtime import softmax
 from edgekd.export.metadata import preprocess_dict, read_metadata
 from edgekd.export.runtimes import Runner, RunnerConfig, open_runner
 
@@ -80,10 +81,7 @@ class Classifier:
         steps = range(0, len(paths), batch_size)
         for i in tqdm(steps, desc="predict", unit="batch", disable=not progress or len(steps) < 2, file=sys.stderr):
             chunk = paths[i : i + batch_size]
-            logits = self.runner.predict(self.preprocess(chunk)).astype(np.float64)
-            p = np.exp(logits - logits.max(1, keepdims=True))
-            p /= p.sum(1, keepdims=True)
-            for path, row in zip(chunk, p):
+            for path, row in zip(chunk, softmax(self.runner.predict(self.preprocess(chunk)))):
                 top = np.argsort(-row)[:top_k]
                 out.append({"path": path, "class": self.classes[top[0]], "prob": float(row[top[0]]),
                             "top": [{"class": self.classes[j], "prob": float(row[j])} for j in top]})

@@ -10,14 +10,11 @@ logits` works, so PyTorch models and exported artifacts are scored the same way.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 from PIL import Image
 
-from edgekd.export.explain_runtime import softmax
-
-Predict = Callable[[np.ndarray], np.ndarray]
+from edgekd.export.explain_runtime import Predict, softmax
 
 
 @dataclass
