@@ -32,10 +32,11 @@ if [ "$rc" = 1 ]; then
 elif [ "$rc" != 0 ]; then
   exit "$rc"
 fi
-echo "== 5/5 explain: where S, S' and the teacher look (Grad-CAM); the INT8 ONNX artifact without torch (occlusion) =="
-$EDGEKD explain --run "$RUN/train" --sample 6 --method gradcam --out "$RUN/train/explain/gradcam"
+echo "== 5/5 explain: where S, S' and the teacher look (Score-CAM); the INT8 ONNX artifact without torch (occlusion) =="
+# at 64 px Lite0's last feature map is 2x2; blocks.4 (4x4) localises better (benchmarks/results/cam_faithfulness_blocks4.md)
+$EDGEKD explain --run "$RUN/train" --sample 6 --method scorecam --layer blocks.4 --out "$RUN/train/explain/scorecam"
 if [ -f "$RUN/export/onnx/model.int8.onnx" ]; then
   $EDGEKD explain --artifact "$RUN/export/onnx/model.int8.onnx" --sample 6 --data "$RUN/train/data/test.json" \
     --out "$RUN/train/explain/onnx-int8"
 fi
-echo "done: run directory $RUN/train, artifacts and report in $RUN/export, gallery in $RUN/train/explain/gradcam/gallery.md"
+echo "done: run directory $RUN/train, artifacts and report in $RUN/export, gallery in $RUN/train/explain/scorecam/gallery.md"

@@ -29,7 +29,7 @@ METHODS: dict[str, type] = dict(zip(CAM_METHODS, (GradCAM, GradCAMPlusPlus, Scor
 
 @dataclass
 class CamConfig:
-    method: str = "gradcam"
+    method: str = "scorecam"  # the most faithful CAM measured (benchmarks/results/cam_faithfulness*.md)
     layer: str | None = None  # module name (`model.named_modules()`); None = the rule above
     scorecam_batch: int = 64  # masked copies per forward pass (Score-CAM runs one per channel)
 

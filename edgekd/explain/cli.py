@@ -26,7 +26,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--sample", type=int, metavar="N", help="also explain N images of the test manifest, classes in turn")
     ap.add_argument("--data", type=Path, help="the manifest for --sample (default RUN/data/test.json)")
     ap.add_argument("--method", choices=[*CAM_METHODS, "occlusion"],
-                    help="--run: a CAM method (default gradcam); --artifact: occlusion (the only one a runtime allows)")
+                    help="--run: a CAM method (default scorecam: the most faithful CAM in benchmarks/results/"
+                    "cam_faithfulness*.md, and slower; gradcam is fast); --artifact: occlusion (the only one a runtime allows)")
     ap.add_argument("--models", default="student,aux,teacher", help="--run: which of student,aux,teacher to show")
     ap.add_argument("--layer", help="--run: CAM target layer name (default: the last feature map; ViT: last block's norm1)")
     ap.add_argument("--limit", type=int, default=None, help="explain only the first N images")
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             raise EdgeKDError(f"--run needs the Python package {e.name!r}; fix: pip install 'edgekd[train,explain]' "
                               "(a runtime-only box can use --artifact MODEL.onnx)") from e
 
-        method = a.method or "gradcam"
+        method = a.method or "scorecam"
         roles = tuple(r.strip() for r in a.models.split(",") if r.strip())
         req = ExplainRequest(a.run, images, a.out or a.run / "explain" / method, CamConfig(method, a.layer), roles)
         gallery = explain_run(req)
