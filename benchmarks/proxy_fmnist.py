@@ -51,6 +51,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--epochs", nargs="+", default=["0.01:16", "0.05:4"], help="FRACTION:EPOCHS per fraction")
     p.add_argument("--draws", type=int, default=3)
     p.add_argument("--jobs", nargs="+", default=None, help="main-FRACTION ... and/or ablation (default: all)")
+    p.add_argument("--methods", nargs="+", default=METHODS,
+                   help="run only these methods of the main jobs (e.g. split one job over two processes)")
     p.add_argument("--test-limit", type=int, default=100, help="test images per class")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--table-only", action="store_true", help="write the results from the cells finished so far")
@@ -75,6 +77,7 @@ def job_specs(a: argparse.Namespace) -> dict[str, list[tuple[Path, list[str], li
 
 def run_job(a: argparse.Namespace, specs) -> None:
     for sweep_dir, fractions, methods, params in specs:
+        methods = [m for m in methods if m in a.methods or params]
         argv = ["--config", "lite2_to_lite0_fmnist", "--out", str(sweep_dir), "--datasets", "fashion-mnist",
                 "--fractions", *fractions, "--methods", *methods, "--draws", str(a.draws), "--launcher", "inproc",
                 *sum((["--param", p] for p in params), []), *settings(a, float(fractions[0]))]
