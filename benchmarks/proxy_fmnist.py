@@ -48,7 +48,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=str(REPO / "runs" / "proxy_fmnist"))
     p.add_argument("--image-size", type=int, default=32)
-    p.add_argument("--epochs", nargs="+", default=["0.01:16", "0.05:4"], help="FRACTION:EPOCHS per fraction")
+    p.add_argument("--epochs", nargs="+", default=["0.01:16", "0.05:6"], help="FRACTION:EPOCHS per fraction")
     p.add_argument("--draws", type=int, default=3)
     p.add_argument("--jobs", nargs="+", default=None, help="main-FRACTION ... and/or ablation (default: all)")
     p.add_argument("--methods", nargs="+", default=METHODS,
@@ -130,6 +130,8 @@ def verdict(name_a: str, name_b: str, d: dict | None) -> str:
     if d is None:
         return f"{name_a} vs {name_b}: not measured yet"
     text = f"{name_a} − {name_b} = {d['mean_pt']:+.1f} ± {d['std_pt']:.1f} pt (paired over {d['n']} draws, {name_a} ahead in {d['wins']})"
+    if d["n"] < 3:
+        return text + ": too few draws to call"
     if d["wins"] == d["n"] and d["mean_pt"] > 0:
         return text + f": **{name_a} better in every draw**"
     if d["wins"] == 0 and d["mean_pt"] < 0:
