@@ -338,7 +338,7 @@ def findings(rows: list[dict], label: str) -> list[str]:
 
 
 def markdown(rows: list[dict], machine: dict, command: str, a: Args, load: tuple[float, float]) -> str:
-    isa = rows[0]["isa"]
+    isa = ", ".join(k for k, v in machine["isa"].items() if v) or "none"
     lines = [
         "# CPU export benchmark (batch 1)", "", f"Command: `{command}`", "",
         f"Machine: {machine['cpu_model']}, {machine['affinity_cores']} cores ({isa}); threads={a.threads}; "
