@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from edgekd.errors import EdgeKDError
 from edgekd.export import contract
+from edgekd.export.batches import load_batch
 from edgekd.export.explain_runtime import softmax
 from edgekd.export.metadata import preprocess_dict, read_metadata
 from edgekd.export.runtimes import Runner, RunnerConfig, open_runner
@@ -70,10 +71,11 @@ class Classifier:
             raise EdgeKDError(f"{artifact} has no edgekd metadata; fix: export it with `edgekd export`")
         self.runner: Runner = open_runner(artifact, cfg)
         self.classes: list[str] = list(self.metadata["classes"])
-        self.pp = contract.preprocess_config(preprocess_dict(self.metadata))
+        self.preprocess_dict = preprocess_dict(self.metadata)
+        self.pp = contract.preprocess_config(self.preprocess_dict)
 
     def preprocess(self, paths: list[str]) -> np.ndarray:
-        return np.stack([contract.preprocess_numpy(contract.load_image(p), self.pp) for p in paths]).astype(np.float32)
+        return load_batch(paths, self.preprocess_dict)
 
     def predict_paths(self, paths: list[str], batch_size: int = 16, top_k: int = 1,
                       progress: bool = False) -> list[dict[str, Any]]:
