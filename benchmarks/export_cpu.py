@@ -197,7 +197,7 @@ def build_artifacts(run: Path, calib_size: int, threads: int) -> tuple[dict[str,
     torch_runner = TorchRunner(src.weights, threads)
     export_onnx(torch_runner.model, src.meta, out / "onnx")
     calib, val = _calibration(src, calib_size, torch_runner)
-    target = AccuracyTarget.from_thresholds(Thresholds())
+    target = AccuracyTarget.from_thresholds(Thresholds(), len(val))
     cfg = OrtQuantConfig.for_cpu()
     info: dict = {"calib_images": len(calib), "validation_images": len(val), "target": str(target)}
     t = time.perf_counter()
@@ -227,7 +227,7 @@ def _calibration(src, calib_size: int, torch_runner) -> tuple:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         calib = build_calibration(str(src.train_manifest), pp, CalibrationConfig(size=calib_size))
-    images = build_validation(str(src.train_manifest), pp, 500, calib.paths)
+    images = build_validation(str(src.train_manifest), pp, 2000, calib.paths)
     ref = np.concatenate([torch_runner.predict(images.x[i : i + 32]) for i in range(0, len(images), 32)])
     return calib, ValidationSet(images, ref)
 

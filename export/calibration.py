@@ -109,14 +109,19 @@ def build_calibration(manifest_path: str, preprocess: dict, cfg: CalibrationConf
 
 
 def build_validation(manifest_path: str, preprocess: dict, size: int, exclude: list[str], seed: int = 1) -> CalibrationSet:
-    """The accuracy-aware INT8 search's validation slice: class-stratified TRAINING images,
-    disjoint from the calibration images when the split is large enough (else shared, noted)."""
+    """The accuracy-aware INT8 search's validation slice: class-stratified TRAINING images that
+    are not calibration images (quantization ranges are fitted on those, so they flatter INT8).
+    Shares with calibration only when nothing else is left (noted)."""
     items = _manifest_items(manifest_path)
     taken = set(exclude)
-    free = [it for it in items if it[0] not in taken]
-    notes = [] if len(free) >= min(size, len(items)) else [
-        f"validation slice shares images with calibration (training split has only {len(items)})"]
-    chosen = stratified_subset(free if not notes else items, size, seed)
+    free = [it for it in items if it[0] not in taken] or items
+    notes = []
+    if free is items and taken:
+        notes.append(f"validation slice shares images with calibration (training split has only {len(items)})")
+    elif len(free) < size:
+        notes.append(f"validation slice has {len(free)} images, not {size} (training split {len(items)} minus calibration): "
+                     "the agreement target rises to make up for it")
+    chosen = stratified_subset(free, size, seed)
     x = load_batch([p for p, _ in chosen], preprocess)
     return CalibrationSet(x, np.array([l for _, l in chosen]), [p for p, _ in chosen], notes)
 

@@ -141,6 +141,6 @@ def quantize_accuracy_aware(model: Any, calib: CalibrationSet, val: "ValidationS
     info["latency_all_int8_ms"], info["latency_ms"] = paired_batch1_ms(
         compiled_predict(all_int8, threads), compiled_predict(qmodel, threads), val.x[:1])
     info.update(search_steps=steps, validation=str(s), validation_images=len(val), target_met=s.meets(target),
-                target=f"agreement >= {target.min_agreement_pct:g}%, drop <= {target.max_drop_pt:g} pt",
+                target=str(target),
                 float_nodes=sorted(set(float_compute_ops(qmodel)) - base_float))
     return qmodel, info

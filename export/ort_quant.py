@@ -303,7 +303,7 @@ def quantize_accuracy_aware(src: Path, dst: Path, calib: CalibrationSet, val: "V
         lat_all, lat = paired_batch1_ms(runner(all_int8), runner(dst), val.x[:1])
     info.update(latency_all_int8_ms=lat_all, latency_ms=lat, search_steps=steps,
                 validation=str(s), validation_images=len(val), target_met=s.meets(target),
-                target=f"agreement >= {target.min_agreement_pct:g}%, drop <= {target.max_drop_pt:g} pt",
+                target=str(target),
                 sensitivity_top=[(n, round(v, 6)) for n, v in ranked[:8]])
     return info
 

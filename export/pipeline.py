@@ -41,10 +41,11 @@ class ExportRequest:
     quant_format: str | None = None
     keep_float: tuple[str, ...] | None = None
     accuracy_control: bool = True  # INT8: revert the most sensitive nodes to float until the target holds
-    val_size: int | None = None  # INT8 validation slice from the training manifest (default 500)
+    val_size: int | None = None  # INT8 validation slice from the training manifest (default 2000)
     verify: bool = True
     bench: bool = True
     thresholds: Thresholds = field(default_factory=Thresholds)
+    drift_images: int = 16  # explanation drift (occlusion maps vs PyTorch) on the first N test images; 0 = off
     threads: int = 2
     batch_size: int = 32
     bench_iters: int = 50
@@ -158,7 +159,7 @@ def _calibrate(ctx: _Ctx) -> None:
     ctx.notes += [f"warning: {w.message}" for w in caught if str(w.message) not in ctx.calib.warnings]
     if ctx.req.accuracy_control:  # the run's training split, even when --calib-data overrides calibration
         val_src = ctx.src.train_manifest or ctx.calib_src
-        images = build_validation(str(val_src), pp, ctx.req.val_size or 500, ctx.calib.paths)
+        images = build_validation(str(val_src), pp, ctx.req.val_size or 2000, ctx.calib.paths)
         ctx.notes += [f"INT8 validation: {n}" for n in images.warnings]
         ref = np.concatenate([ctx.torch_runner.predict(images.x[i : i + 32]) for i in range(0, len(images), 32)])
         ctx.val = ValidationSet(images, ref)
@@ -182,7 +183,7 @@ def _build(ctx: _Ctx, job: opt.Job) -> Artifact:
 def _int8_target(ctx: _Ctx) -> Any:
     from edgekd.export.int8_accuracy import AccuracyTarget
 
-    return AccuracyTarget.from_thresholds(ctx.req.thresholds)
+    return AccuracyTarget.from_thresholds(ctx.req.thresholds, len(ctx.val))
 
 
 def _onnx_job(ctx: _Ctx, job: opt.Job, art: Artifact) -> None:
@@ -249,7 +250,7 @@ def _verify(ctx: _Ctx, ok: list[Artifact]) -> tuple[list[VerifyResult], int]:
     items = manifest_items(ctx.test_data, ctx.src.meta["classes"])
     runners = {a.name: (open_runner(a.path, RunnerConfig(threads=ctx.req.threads)), a.precision) for a in ok}
     return verify(runners, ctx.torch_runner, iter_batches(items, ctx.src.meta["preprocess"], ctx.req.batch_size),
-                  ctx.req.thresholds), len(items)
+                  ctx.req.thresholds, drift_images=ctx.req.drift_images), len(items)
 
 
 def _bench(ctx: _Ctx, ok: list[Artifact]) -> dict[str, Any]:
@@ -336,7 +337,7 @@ def _rows(artifacts: list[Artifact], results: list[VerifyResult], bench: dict[st
             a.name, fmt, a.precision, status=a.status, size_mb=round(a.size_mb, 2) if a.path else None,
             accuracy=r.accuracy if r else None, drop_pt=r.drop_pt if r else None,
             agreement_pct=r.agreement_pct if r else None, max_abs_diff=r.max_abs_diff if r else None,
-            mean_kl=r.mean_kl if r else None, p50_ms=b.p50_ms if b else None,
+            mean_kl=r.mean_kl if r else None, map_rank_corr=r.map_rank_corr if r else None, p50_ms=b.p50_ms if b else None,
             speedup_vs_torch=(ref.p50_ms / b.p50_ms) if (b and ref) else None,
             passed=r.passed if r else None, reasons=(r.reasons if r else ([a.reason] if a.reason else [])), path=a.path,
         ))

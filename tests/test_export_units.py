@@ -153,8 +153,22 @@ def test_validation_score_counts_nonfinite_as_disagreeing():
     bad[0] = np.nan
     s = score_logits(bad, val)
     assert s.agreement_pct == 75 and s.drop_pt == 25 and not s.meets(AccuracyTarget())
-    t = AccuracyTarget.from_thresholds(Thresholds.parse(["int8.agreement=97", "int8.drop=2"]))
-    assert t.min_agreement_pct == 97.5 and t.max_drop_pt == 2
+    t = AccuracyTarget.from_thresholds(Thresholds.parse(["int8.agreement=97", "int8.drop=2"]), 2000)
+    assert 97.5 < t.min_agreement_pct < 98.0 and t.max_drop_pt == 2 and "on 2000 images" in str(t)
+
+
+def test_int8_target_lower_bound_clears_the_verify_bar():
+    """The validation target is the lowest rate whose 95 % Wilson lower bound clears the bar:
+    it rises as the slice shrinks, and one image fewer would not clear it."""
+    from edgekd.export.int8_accuracy import AccuracyTarget, required_agreement_pct, wilson_lower
+
+    assert abs(wilson_lower(495, 500) - 0.9796) < 1e-3  # 99.0 % on 500 images does not certify 98 %
+    for n in (300, 500, 2000, 5000):
+        k = round(required_agreement_pct(98.0, n) * n / 100)
+        assert wilson_lower(k, n) >= 0.98 > wilson_lower(k - 1, n), n
+    pcts = [AccuracyTarget.from_thresholds(Thresholds(), n).min_agreement_pct for n in (300, 500, 2000, 5000)]
+    assert pcts == sorted(pcts, reverse=True) and pcts[0] > 99 and pcts[-1] < 98.5
+    assert required_agreement_pct(98.0, 20) == 100.0  # too few images to certify anything: every image must agree
 
 
 def test_report_plot_labels_do_not_overlap():
