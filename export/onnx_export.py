@@ -5,6 +5,8 @@ Why the legacy exporter (`dynamo=False`): on this toolchain it exports ViT-T/Con
 batch from a batch-1 example (toolchain-notes.md). The static batch-1 model lets runtimes
 fold every shape computation for latency. onnxslim removes the shape plumbing the exporter
 emits (ViT 503 -> 419 nodes) with identical outputs. Default opset 20 (see OnnxExportConfig).
+ViT attention is exported with separate q/k/v projections (export/attention.py) so that ONNX
+Runtime's transformer optimizer can fuse it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekd.export import metadata as md_mod
+from edgekd.export.attention import export_friendly
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -72,7 +75,7 @@ def export_onnx(model: Any, meta: dict, out_dir: Path, cfg: OnnxExportConfig | N
 
         raise EdgeKDError(f"--opset {cfg.opset}: opset >= 17 is required (LayerNormalization as one op)")
     out_dir.mkdir(parents=True, exist_ok=True)
-    model = model.eval()
+    model, _ = export_friendly(model.eval())
     c, h, w = meta["preprocess"]["input_size"]
     md = md_mod.artifact_metadata(meta, "fp32", INPUT_NAME, OUTPUT_NAME)
     dyn = out_dir / "model.onnx"

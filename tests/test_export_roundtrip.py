@@ -150,8 +150,8 @@ def test_predict_uses_artifact_metadata(export):
 
 
 def test_ort_int8_uses_transformer_fusions_for_vit_only(export):
-    """ViT: onnxruntime.transformers fuses residual+LayerNorm before quantizing (the float islands
-    between INT8 GEMMs become single kernels); the TensorRT Q/DQ ONNX stays plain ONNX."""
+    """ViT: onnxruntime.transformers fuses residual+LayerNorm and attention before quantizing (the
+    float islands between INT8 GEMMs become single kernels); the TensorRT Q/DQ ONNX stays plain ONNX."""
     import onnx
 
     run, out, _, report = export
@@ -160,6 +160,8 @@ def test_ort_int8_uses_transformer_fusions_for_vit_only(export):
     note = next(n for n in report["notes"] if n.startswith("onnx-int8:"))
     if "vit" in arch:
         assert "SkipLayerNormalization" in ops and "SkipLayerNormalization x" in note
+        # export/attention.py: timm's packed-qkv attention re-expressed so ORT fuses it (block 2 of 2)
+        assert "Attention x1" in note and "Attention" in ops
     else:
         assert "SkipLayerNormalization" not in ops and "fusions: none" in note
     qdq_domains = {n.domain for n in onnx.load(str(out / "tensorrt" / "model.int8.qdq.onnx")).graph.node}
