@@ -70,7 +70,8 @@ def measure(run: Path, exports: dict[str, Path], pool: int) -> list[dict]:
             if name not in verify:
                 continue
             note = next((n for n in report["notes"] if n.startswith(name + ":")), "")
-            judged = note.split("validation on ")[1].split(" (target")[0] if "validation on " in note else "n/a"
+            key = next((k for k in ("certified on ", "validation on ") if k in note), None)  # current, older reports
+            judged = note.split(key)[1].split(" (target")[0] if key else "n/a"
             k = int((predictions(open_runner(out / rel, RunnerConfig(threads=2, inference_precision=hint)), items, pp) == ref).sum())
             p, n_test = k / len(items), verify[name]["n"]
             need = np.ceil(bar / 100 * n_test)  # verify passes with >= need agreeing test images

@@ -236,9 +236,11 @@ def _search_note(info: dict) -> str:
         return "; accuracy control off"
     a, b = info["latency_all_int8_ms"], info["latency_ms"]
     verdict = "met" if info["target_met"] else "NOT met (no candidate reached it; see verify)"
-    return (f"; validation on {info['validation_images']} training images: {info['validation']} (target "
-            f"{info['target']}: {verdict}); tries: {[s['validation'] for s in info['search_steps']]}; batch-1 latency "
-            f"all-INT8 {a:.2f} ms -> {b:.2f} ms shipped ({b - a:+.2f} ms for the float nodes)")
+    tries = [f"{s['validation']} / {s['certification']}" for s in info["search_steps"]]
+    return (f"; searched on {info['validation_images']} training images: {info['validation']}; certified on "
+            f"{info['certification_images']} other training images: {info['certification']} (target {info['target']}: "
+            f"{verdict}); tries (search / certification): {tries}; batch-1 latency all-INT8 {a:.2f} ms -> {b:.2f} ms "
+            f"shipped ({b - a:+.2f} ms for the float nodes)")
 
 
 def _verify(ctx: _Ctx, ok: list[Artifact]) -> tuple[list[VerifyResult], int]:
@@ -277,7 +279,8 @@ def _report(ctx: _Ctx, artifacts: list[Artifact], results: list[VerifyResult], b
         "architecture": src.architecture, "source_weights": str(src.weights), "weights_sha256": src.meta.get("weights_sha256", ""),
         "test_data": str(ctx.test_data), "test_images": n_test, "command": ctx.req.command,
         "calibration": (f"{len(calib)} images, class-stratified from {ctx.calib_src}" if calib is not None else "none"),
-        "int8_validation": (f"{len(ctx.val)} training images (not calibration, never test) from "
+        "int8_validation": (f"{len(ctx.val)} training images (not calibration, never test; half to search, half to "
+                            "certify) from "
                             f"{ctx.src.train_manifest or ctx.calib_src}"
                             if ctx.val is not None else "none"),
         "reference": "PyTorch eager FP32" + (f", p50 {bench['pytorch'].p50_ms:.2f} ms" if "pytorch" in bench else ""),

@@ -184,3 +184,17 @@ def test_report_plot_labels_do_not_overlap():
     assert sorted(t.get_text() for t in labels) == sorted(["onnx-fp32", "onnx-int8", "openvino-fp32 (FAIL)", "openvino-int8"])
     boxes = [t.get_window_extent() for t in labels]
     assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+
+def test_validation_halves_are_disjoint_and_balanced():
+    """The INT8 search tunes on one half and is certified on the other, which it never saw."""
+    from edgekd.export.calibration import CalibrationSet
+    from edgekd.export.int8_accuracy import ValidationSet
+
+    labels = np.repeat(np.arange(4), 10)
+    val = ValidationSet(CalibrationSet(np.arange(40.0)[:, None], labels, [f"img{i}" for i in range(40)]),
+                        np.eye(4)[labels] + np.arange(40.0)[:, None] * 0)
+    search, check = val.halves()
+    assert len(search) == len(check) == 20 and not set(search.images.paths) & set(check.images.paths)
+    assert Counter(search.images.labels) == Counter(check.images.labels) == Counter({c: 5 for c in range(4)})
+    assert (search.ref_pred == search.images.labels).all() and (check.x[:, 0] % 2 == 1).all()
