@@ -96,15 +96,16 @@ class ValidationSet:
         return len(self.images)
 
     def halves(self) -> tuple["ValidationSet", "ValidationSet"]:
-        """(search, check), alternate images so both keep the class balance. The search chooses
-        float nodes on the first; only the second, which the choice never saw, certifies it: the
-        slice a choice was tuned on flatters it (benchmarks/results/int8_target.md)."""
+        """(search, check): every other image of each class, so both keep the class balance. The
+        search chooses float nodes on the first; only the second, which the choice never saw,
+        certifies it: the slice a choice was tuned on flatters it (benchmarks/results/int8_target.md)."""
         def take(idx: np.ndarray) -> ValidationSet:
             im = self.images
             return ValidationSet(CalibrationSet(im.x[idx], im.labels[idx], [im.paths[i] for i in idx]), self.ref_logits[idx])
 
-        idx = np.arange(len(self))
-        return take(idx[0::2]), take(idx[1::2])
+        labels = self.images.labels
+        per_class = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+        return take(np.sort(np.concatenate([i[0::2] for i in per_class]))), take(np.sort(np.concatenate([i[1::2] for i in per_class])))
 
 
 @dataclass
