@@ -181,7 +181,8 @@ def build_artifacts(run: Path, calib_size: int, threads: int) -> tuple[dict[str,
     from edgekd.export import openvino_export as ovx
     from edgekd.export.int8_accuracy import AccuracyTarget, ValidationSet
     from edgekd.export.onnx_export import export_onnx
-    from edgekd.export.ort_quant import OrtQuantConfig, arch_family, quantize_accuracy_aware, quantize_onnx
+    from edgekd.export.ort_quant import (FUSION_MODES, OrtQuantConfig, arch_family, fusion_mode, quantize_accuracy_aware,
+                                         quantize_onnx)
     from edgekd.export.source import TorchRunner, resolve_run
     from edgekd.export.verify import Thresholds
 
@@ -190,8 +191,10 @@ def build_artifacts(run: Path, calib_size: int, threads: int) -> tuple[dict[str,
     arts = {"onnx": out / "onnx" / "model.onnx", "onnx_b1": out / "onnx" / "model.b1.onnx",
             "ort_int8": out / "onnx" / "model.int8.onnx", "ort_s8s8": out / "onnx" / "model.int8.s8s8.onnx",
             "ov_fp32": out / "openvino" / "model.fp32.xml", "ov_int8": out / "openvino" / "model.int8.xml"}
-    if arch_family(src.architecture) == "vit":
-        arts["ort_nofusion"] = out / "onnx" / "model.int8.nofusion.onnx"
+    vit = arch_family(src.architecture) == "vit"
+    other_fusions = [m for m in FUSION_MODES if vit and m != fusion_mode(src.architecture, OrtQuantConfig())]
+    if vit:
+        arts.update({f"ort_fusions_{m}": out / "onnx" / f"model.int8.fusions-{m}.onnx" for m in other_fusions})
     if all(p.exists() for p in arts.values()) and (out / "build.json").exists():
         return arts, json.loads((out / "build.json").read_text())
     torch_runner = TorchRunner(src.weights, threads)
@@ -205,9 +208,9 @@ def build_artifacts(run: Path, calib_size: int, threads: int) -> tuple[dict[str,
     info["ort_int8_s"] = time.perf_counter() - t
     same = replace(cfg, exclude_nodes=tuple(info["ort_int8"]["searched_float_nodes"]))
     info["ort_s8s8"] = quantize_onnx(arts["onnx"], arts["ort_s8s8"], calib, src.architecture, replace(same, quant_format="qdq_s8s8"))
-    if "ort_nofusion" in arts:
-        info["ort_nofusion"] = quantize_onnx(arts["onnx"], arts["ort_nofusion"], calib, src.architecture,
-                                             replace(same, transformer_fusions=False))
+    for m in other_fusions:
+        info[f"ort_fusions_{m}"] = quantize_onnx(arts["onnx"], arts[f"ort_fusions_{m}"], calib, src.architecture,
+                                                 replace(same, transformer_fusions=m))
     ovm = ovx.convert(arts["onnx"])
     ovx.save_ir(ovm.clone(), arts["ov_fp32"], "fp32")
     t = time.perf_counter()
@@ -243,8 +246,8 @@ def backends(arts: dict[str, Path], threads: int) -> list[tuple[str, str, str, o
     rows = [("onnxruntime", "fp32", "static b1 ONNX, ORT_ENABLE_ALL", *pair("onnx", "onnx_b1")),
             ("onnxruntime", "int8", "QOperator U8S8 (CPU default), accuracy-aware", *pair("ort_int8")),
             ("onnxruntime", "int8", "QDQ S8S8, same float nodes", *pair("ort_s8s8"))]
-    if "ort_nofusion" in arts:
-        rows.append(("onnxruntime", "int8", "QOperator U8S8 without transformer fusions", *pair("ort_nofusion")))
+    for key in (k for k in arts if k.startswith("ort_fusions_")):
+        rows.append(("onnxruntime", "int8", f"QOperator U8S8, transformer fusions: {key[12:]}, same float nodes", *pair(key)))
     return rows + [
         ("openvino", "fp32", "f32 pinned", *pair("ov_fp32")),
         ("openvino", "bf16-default", "device default (BF16 where the CPU has it)", *pair("ov_fp32", ovp=None)),
@@ -320,6 +323,7 @@ def findings(rows: list[dict], label: str) -> list[str]:
     m = [r for r in rows if r["label"] == label]
     ov8, ov8d, bf16 = _row(m, "openvino", "int8"), _row(m, "openvino", "int8-default"), _row(m, "openvino", "bf16-default")
     ort = [r for r in m if r["backend"] == "onnxruntime" and r["precision"] == "int8"]
+    fusions = m[0].get("build", {}).get("ort_int8", {}).get("fusions")
     best_ort = max((r for r in ort if r["passes_verify"]), key=lambda r: r["speedup_vs_torch"], default=None)
     ref = m[0]
     out = [f"**{label}** ({ref['input_px']} px, test accuracy {ref['accuracy']} %; {ref['training']})."]
@@ -333,6 +337,8 @@ def findings(rows: list[dict], label: str) -> list[str]:
                f"{round(ov32['p50_ms'] / ov8['p50_ms'], 2)}x (f32 pinned both), ONNX Runtime "
                f"{round(ort32['p50_ms'] / ort[0]['p50_ms'], 2)}x (default INT8 form); the rest of the ratio vs eager is the "
                f"runtime's FP32 graph execution ({ov32['speedup_vs_torch']}x / {ort32['speedup_vs_torch']}x eager).")
+    if fusions is not None:
+        out.append(f"ORT INT8 as `edgekd export` builds it fuses {', '.join(fusions) or 'nothing'} first.")
     if best_ort:
         out.append(f"ONNX Runtime INT8, fastest form that passes verify: {best_ort['config']}, {best_ort['speedup_vs_torch']}x eager "
                    f"(2.5x target: {'met' if best_ort['speedup_vs_torch'] >= 2.5 else 'not met'}); all ORT INT8 forms: "

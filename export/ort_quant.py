@@ -55,6 +55,13 @@ def arch_family(architecture: str) -> str:
     return "cnn"
 
 
+# onnxruntime.transformers fusions before quantizing: all = SkipLayerNormalization, BiasGelu and
+# Attention (float: static quantization has no QAttention); no-attention = the first two, so the
+# q/k/v GEMMs stay INT8; none. Per family; benchmarks/results/export_cpu.md has all three for ViT-T.
+FUSION_MODES = ("all", "no-attention", "none")
+FUSIONS_BY_FAMILY = {"vit": "all"}
+
+
 @dataclass
 class OrtQuantConfig:
     quant_format: str = "qoperator"  # qoperator (U8S8) | qdq (U8S8) | qdq_s8s8
@@ -65,7 +72,7 @@ class OrtQuantConfig:
     op_types: tuple[str, ...] = BASE_OP_TYPES
     keep_float: tuple[str, ...] | None = None  # None = per-architecture default
     exclude_nodes: tuple[str, ...] = ()  # exact node names kept float (the accuracy-aware search's picks)
-    transformer_fusions: bool | None = None  # onnxruntime.transformers fusions first; None = ViTs only
+    transformer_fusions: str | None = None  # one of FUSION_MODES; None = the architecture's default
     calib_batch: int = 16
     extra: dict = field(default_factory=dict)
 
@@ -81,7 +88,7 @@ class OrtQuantConfig:
         the form TensorRT's explicit quantization parses and fuses."""
         extra = {"QuantizeBias": False, "AddQDQPairToWeight": True, **kw.pop("extra", {})}
         # no onnxruntime.transformers fusions: their com.microsoft ops are not ONNX, TensorRT cannot parse them
-        return cls(quant_format="qdq", symmetric_activations=True, extra=extra, transformer_fusions=False, **kw)
+        return cls(quant_format="qdq", symmetric_activations=True, extra=extra, transformer_fusions="none", **kw)
 
 
 def has_vnni() -> bool:
@@ -149,6 +156,13 @@ def _plan(proto: Any, architecture: str, cfg: OrtQuantConfig) -> tuple[list[str]
     return excluded, kept_types, [t for t in cfg.op_types if t not in keep]
 
 
+def fusion_mode(architecture: str, cfg: OrtQuantConfig) -> str:
+    mode = cfg.transformer_fusions or FUSIONS_BY_FAMILY.get(arch_family(architecture), "none")
+    if mode not in FUSION_MODES:
+        raise ValueError(f"transformer_fusions={mode!r}: use one of {FUSION_MODES}")
+    return mode
+
+
 def prepare_float(src: Path, dst: Path, architecture: str, cfg: OrtQuantConfig) -> list[str]:
     """The float graph quantization starts from: ORT's pre-processing (shape inference, constant
     folding), then for transformers ORT's transformer optimizer (SkipLayerNormalization = residual
@@ -157,15 +171,18 @@ def prepare_float(src: Path, dst: Path, architecture: str, cfg: OrtQuantConfig) 
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
-    fuse = arch_family(architecture) == "vit" if cfg.transformer_fusions is None else cfg.transformer_fusions
-    if not fuse:
+    mode = fusion_mode(architecture, cfg)
+    if mode == "none":
         return []
     import logging
 
+    from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
     logging.getLogger("onnxruntime.transformers.optimizer").setLevel(logging.ERROR)  # "producer not matched": edgekd
-    opt = optimize_model(str(dst), model_type="vit", num_heads=0, hidden_size=0, opt_level=0)
+    options = FusionOptions("vit")
+    options.enable_attention = mode == "all"
+    opt = optimize_model(str(dst), model_type="vit", num_heads=0, hidden_size=0, opt_level=0, optimization_options=options)
     opt.save_model_to_file(str(dst))
     return [f"{k} x{v}" for k, v in opt.get_fused_operator_statistics().items() if v]
 

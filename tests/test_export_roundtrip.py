@@ -162,6 +162,14 @@ def test_ort_int8_uses_transformer_fusions_for_vit_only(export):
         assert "SkipLayerNormalization" in ops and "SkipLayerNormalization x" in note
         # export/attention.py: timm's packed-qkv attention re-expressed so ORT fuses it (block 2 of 2)
         assert "Attention x1" in note and "Attention" in ops
+        from edgekd.export.ort_quant import OrtQuantConfig, prepare_float
+
+        for mode, want in (("no-attention", ["BiasGelu", "SkipLayerNormalization"]), ("none", [])):
+            fused = prepare_float(out / "onnx" / "model.onnx", out / f"pre.{mode}.onnx", arch,
+                                  OrtQuantConfig(transformer_fusions=mode))
+            assert sorted(f.split(" x")[0] for f in fused if "LayerNormalization x" not in f or "Skip" in f) == want
+        with pytest.raises(ValueError, match="transformer_fusions"):
+            prepare_float(out / "onnx" / "model.onnx", out / "pre.bad.onnx", arch, OrtQuantConfig(transformer_fusions="some"))
     else:
         assert "SkipLayerNormalization" not in ops and "fusions: none" in note
     qdq_domains = {n.domain for n in onnx.load(str(out / "tensorrt" / "model.int8.qdq.onnx")).graph.node}
