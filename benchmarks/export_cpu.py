@@ -192,7 +192,7 @@ def build_artifacts(run: Path, calib_size: int, threads: int) -> tuple[dict[str,
             "ort_int8": out / "onnx" / "model.int8.onnx", "ort_s8s8": out / "onnx" / "model.int8.s8s8.onnx",
             "ov_fp32": out / "openvino" / "model.fp32.xml", "ov_int8": out / "openvino" / "model.int8.xml"}
     vit = arch_family(src.architecture) == "vit"
-    other_fusions = [m for m in FUSION_MODES if vit and m != fusion_mode(src.architecture, OrtQuantConfig())]
+    other_fusions = [m for m in FUSION_MODES if vit and m != fusion_mode(OrtQuantConfig())]
     if vit:
         arts.update({f"ort_fusions_{m}": out / "onnx" / f"model.int8.fusions-{m}.onnx" for m in other_fusions})
     if all(p.exists() for p in arts.values()) and (out / "build.json").exists():

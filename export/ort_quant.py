@@ -57,9 +57,10 @@ def arch_family(architecture: str) -> str:
 
 # onnxruntime.transformers fusions before quantizing: all = SkipLayerNormalization, BiasGelu and
 # Attention (float: static quantization has no QAttention); no-attention = the first two, so the
-# q/k/v GEMMs stay INT8; none. Per family; benchmarks/results/export_cpu.md has all three for ViT-T.
+# q/k/v GEMMs stay INT8; none (the default). On ViT-T (AMD EPYC, AVX-512 VNNI, ORT 1.32) INT8 was
+# fastest with none, then no-attention, then all: the fused float kernels split the QLinear chains,
+# and ORT's own session-level fusions do better (measured side by side in export_cpu.md).
 FUSION_MODES = ("all", "no-attention", "none")
-FUSIONS_BY_FAMILY = {"vit": "all"}
 
 
 @dataclass
@@ -156,8 +157,8 @@ def _plan(proto: Any, architecture: str, cfg: OrtQuantConfig) -> tuple[list[str]
     return excluded, kept_types, [t for t in cfg.op_types if t not in keep]
 
 
-def fusion_mode(architecture: str, cfg: OrtQuantConfig) -> str:
-    mode = cfg.transformer_fusions or FUSIONS_BY_FAMILY.get(arch_family(architecture), "none")
+def fusion_mode(cfg: OrtQuantConfig) -> str:
+    mode = cfg.transformer_fusions or "none"
     if mode not in FUSION_MODES:
         raise ValueError(f"transformer_fusions={mode!r}: use one of {FUSION_MODES}")
     return mode
@@ -165,13 +166,12 @@ def fusion_mode(architecture: str, cfg: OrtQuantConfig) -> str:
 
 def prepare_float(src: Path, dst: Path, architecture: str, cfg: OrtQuantConfig) -> list[str]:
     """The float graph quantization starts from: ORT's pre-processing (shape inference, constant
-    folding), then for transformers ORT's transformer optimizer (SkipLayerNormalization = residual
-    Add + LayerNorm in one kernel, Gelu/BiasGelu, Attention where the pattern matches), so the
-    islands that stay float between INT8 GEMMs are single fused kernels. Returns the fusions."""
+    folding), then, if the fusion mode asks for it, ORT's transformer optimizer (SkipLayerNormalization
+    = residual Add + LayerNorm in one kernel, BiasGelu, Attention). Returns the fusions."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
-    mode = fusion_mode(architecture, cfg)
+    mode = fusion_mode(cfg)
     if mode == "none":
         return []
     import logging
