@@ -65,7 +65,7 @@ def ov_profile(path: Path, x: np.ndarray, iters: int, threads: int) -> dict[str,
         req.infer({0: x})
         for p in req.profiling_info:
             if p.status.name == "EXECUTED":
-                prec = "I8" if ("I8" in p.exec_type or "U8" in p.exec_type) else "float"
+                prec = "I8" if ("i8" in p.exec_type.lower() or "u8" in p.exec_type.lower()) else "float"  # brgemm_avx512_i8
                 per_op[f"{p.node_type} [{prec}]"] += p.real_time.total_seconds() * 1e3 / iters
     return dict(per_op)
 
@@ -88,8 +88,10 @@ def markdown(rows: list[dict], command: str, machine: dict) -> str:
     isa = ", ".join(k for k, v in machine["isa"].items() if v) or "none"
     lines = ["# Where INT8 artifacts spend their time (batch 1, per-op profile)", "", f"Command: `{command}`", "",
              f"Machine: {machine['cpu_model']} ({isa}). Profiler times are kernel times (ORT) and node times (OpenVINO, "
-             "f32 pinned); they exclude the runtime's own overhead, so they add up to a little less than the p50 in "
-             "export_cpu.md.", "", "## Findings (generated from the rows below)", ""]
+             "f32 pinned); they exclude the runtime's own overhead. \"INT8\" = kernels that run on 8-bit data (OpenVINO "
+             "exec types ending in i8/u8, incl. data movement such as Transpose; ORT QLinear*, QGemm, *Integer); "
+             "everything else runs in float. Absolute times move with the load on this shared VM (compare the p50s in "
+             "export_cpu.md); the shares are what this table is for.", "", "## Findings (generated from the rows below)", ""]
     for r in rows:
         top = ", ".join(f"{k} {p} %" for k, _, p in r["top_ops"][:5])
         lines.append(f"- **{r['model']} {r['runtime']}**: {r['profiled_ms']} ms profiled, {r['int8_share_pct']} % of it in INT8 "
