@@ -223,6 +223,8 @@ def quantize_onnx(src: Path, dst: Path, calib: CalibrationSet, architecture: str
         "weights": "s8 per-channel" if cfg.per_channel else "s8 per-tensor", "calib_method": cfg.calib_method,
         "calib_images": len(calib), "op_types": op_types, "kept_float_op_types": kept_types,
         "float_nodes": excluded, "searched_float_nodes": list(cfg.exclude_nodes),
+        "compute_nodes": sum(n.op_type in cfg.op_types for n in proto.graph.node),
+        "float_compute_nodes": sum(n.op_type in cfg.op_types and n.name in excluded for n in proto.graph.node),
         "reduce_range": cfg.reduce_range, "fusions": fusions,
     }
 

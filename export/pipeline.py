@@ -202,11 +202,15 @@ def _onnx_job(ctx: _Ctx, job: opt.Job, art: Artifact) -> None:
     else:
         info = quantize_onnx(ctx.onnx_files.dynamic, dst, ctx.calib, ctx.src.architecture, qcfg)
     art.path = str(dst)
-    art.notes.append(f"ORT static {info['quant_format']} {info['activation']}/{info['weights']}"
+    n_float, n_compute = info["float_compute_nodes"], info["compute_nodes"]
+    mostly_float = (f"MOSTLY FLOAT: {n_float} of {n_compute} Conv/MatMul/Gemm nodes stay float to meet the accuracy "
+                    "target, so this artifact runs mostly in FP32 (openvino-int8 may quantize this model better); "
+                    if 2 * n_float > n_compute else "")
+    art.notes.append(f"{mostly_float}ORT static {info['quant_format']} {info['activation']}/{info['weights']}"
                      f"{', reduce_range' if info['reduce_range'] else ''}, {info['calib_method']} on {info['calib_images']} "
                      f"images; fusions: {info['fusions'] or 'none'}; float op types: {info['kept_float_op_types']}; "
-                     f"float nodes ({len(info['float_nodes'])}): "
-                     f"{info['float_nodes']}" + _search_note(info))
+                     f"float nodes ({len(info['float_nodes'])}; {n_float} of {n_compute} Conv/MatMul/Gemm): {info['float_nodes']}"
+                     + _search_note(info))
 
 
 def _openvino_job(ctx: _Ctx, job: opt.Job, art: Artifact) -> None:

@@ -66,11 +66,22 @@ def test_accuracy_control_rescues_bad_calibration(bad_export, tmp_path):
         assert "batch-1 latency all-INT8" in notes[name] and "ms for the float nodes" in notes[name]
     assert "from " + str(run / "data" / "train.json") in rep["int8_validation"]  # training split, not --calib-data
     assert all(-1 <= by[n]["map_rank_corr"] <= 1 for n in ("onnx-int8", "openvino-int8"))  # drift column, on by default
+    assert "MOSTLY FLOAT" not in notes["onnx-int8"]  # the rescue keeps only a few convs float
     float_nodes = notes["onnx-int8"].split("float nodes (")[1]
     assert not float_nodes.startswith("0)") and "/Conv" in float_nodes  # node names, not op types
     # grey calibration images make the stem's input range degenerate: both searches must find the stem
     assert "/stem/stem.0/Conv" in float_nodes and "/stem/stem.0/Conv" in notes["openvino-int8"].split("accuracy control")[1]
     assert "nncf.quantize_with_accuracy_control" in notes["openvino-int8"] or "accuracy control (0)" not in notes["openvino-int8"]
+
+
+def test_mostly_float_int8_is_flagged(bad_export, tmp_path):
+    """An "INT8" artifact whose compute nodes mostly stay float says so at the head of its note."""
+    run, _, _ = bad_export
+    main(["export", "--run", str(run), "--target", "onnx", "--precision", "int8", "--keep-float", "Conv,Gemm,MatMul",
+          "--no-accuracy-control", "--no-bench", "--drift-images", "0", "--out", str(tmp_path)])
+    rep = json.loads((tmp_path / "report.json").read_text())
+    note = next(n for n in rep["notes"] if n.startswith("onnx-int8:"))
+    assert note.startswith("onnx-int8: MOSTLY FLOAT: ") and " of " in note.split("float nodes (")[1]
 
 
 def test_calibration_overlapping_test_is_refused(bad_export, capsys):
