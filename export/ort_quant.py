@@ -73,7 +73,7 @@ class OrtQuantConfig:
     op_types: tuple[str, ...] = BASE_OP_TYPES
     keep_float: tuple[str, ...] | None = None  # None = per-architecture default
     exclude_nodes: tuple[str, ...] = ()  # exact node names kept float (the accuracy-aware search's picks)
-    transformer_fusions: str | None = None  # one of FUSION_MODES; None = the architecture's default
+    transformer_fusions: str = "none"  # one of FUSION_MODES
     calib_batch: int = 16
     extra: dict = field(default_factory=dict)
 
@@ -158,10 +158,9 @@ def _plan(proto: Any, architecture: str, cfg: OrtQuantConfig) -> tuple[list[str]
 
 
 def fusion_mode(cfg: OrtQuantConfig) -> str:
-    mode = cfg.transformer_fusions or "none"
-    if mode not in FUSION_MODES:
-        raise ValueError(f"transformer_fusions={mode!r}: use one of {FUSION_MODES}")
-    return mode
+    if cfg.transformer_fusions not in FUSION_MODES:
+        raise ValueError(f"transformer_fusions={cfg.transformer_fusions!r}: use one of {FUSION_MODES}")
+    return cfg.transformer_fusions
 
 
 def prepare_float(src: Path, dst: Path, architecture: str, cfg: OrtQuantConfig) -> list[str]:
