@@ -203,9 +203,8 @@ def _onnx_job(ctx: _Ctx, job: opt.Job, art: Artifact) -> None:
         info = quantize_onnx(ctx.onnx_files.dynamic, dst, ctx.calib, ctx.src.architecture, qcfg)
     art.path = str(dst)
     n_float, n_compute = info["float_compute_nodes"], info["compute_nodes"]
-    mostly_float = (f"MOSTLY FLOAT: {n_float} of {n_compute} Conv/MatMul/Gemm nodes stay float to meet the accuracy "
-                    "target, so this artifact runs mostly in FP32 (openvino-int8 may quantize this model better); "
-                    if 2 * n_float > n_compute else "")
+    mostly_float = (f"MOSTLY FLOAT: {n_float} of {n_compute} Conv/MatMul/Gemm nodes stay float, so this artifact "
+                    "runs mostly in FP32 (openvino-int8 may quantize this model better); " if 2 * n_float > n_compute else "")
     art.notes.append(f"{mostly_float}ORT static {info['quant_format']} {info['activation']}/{info['weights']}"
                      f"{', reduce_range' if info['reduce_range'] else ''}, {info['calib_method']} on {info['calib_images']} "
                      f"images; fusions: {info['fusions'] or 'none'}; float op types: {info['kept_float_op_types']}; "
