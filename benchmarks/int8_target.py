@@ -19,6 +19,7 @@ import json
 import os
 import shlex
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -38,9 +39,9 @@ def unseen_pool(run: Path, size: int, classes: list[str]) -> list[tuple[str, int
     index = discover(json.loads((data / "train.json").read_text())["root"], key["layout"])
     split = make_split(index, key["split"], key["test_size"], key["seed"])
     used = {p for part in data.glob("*.json") for p, _ in manifest_items(part, classes)}
-    pool_manifest = Manifest.from_index(index, split.train).save(Path("/tmp") / f"edgekd_int8_target_pool_{os.getpid()}.json")
-    free = [it for it in manifest_items(pool_manifest, classes) if it[0] not in used]
-    pool_manifest.unlink()
+    with tempfile.TemporaryDirectory() as d:
+        pool_manifest = Manifest.from_index(index, split.train).save(Path(d) / "pool.json")
+        free = [it for it in manifest_items(pool_manifest, classes) if it[0] not in used]
     pick = np.random.default_rng(0).choice(len(free), min(size, len(free)), replace=False)
     return [free[i] for i in sorted(pick)]
 
