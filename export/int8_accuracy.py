@@ -109,6 +109,14 @@ class ValidationSet:
         return take(search), take(check)
 
 
+def search_and_check(val: ValidationSet,
+                     target: AccuracyTarget) -> tuple[ValidationSet, AccuracyTarget, ValidationSet, AccuracyTarget]:
+    """(search half, its goal, certification half, the target it must meet): both quantizers
+    tune on the first and ship only what the second certifies."""
+    search, check = val.halves()
+    return search, target.for_images(len(search)), check, target.for_images(len(check))
+
+
 @dataclass
 class Score:
     agreement_pct: float

@@ -117,11 +117,10 @@ def quantize_accuracy_aware(model: Any, calib: CalibrationSet, val: "ValidationS
     on the search half of the validation slice or fails certification on the other half; after a
     failed certification the search goal rises by the shortfall (twice at most). The report dict
     lists the compute ops left in float and the batch-1 latency of both candidates."""
-    from edgekd.export.int8_accuracy import paired_batch1_ms, score_predict
+    from edgekd.export.int8_accuracy import paired_batch1_ms, score_predict, search_and_check
 
     cfg = cfg or OpenVINOQuantConfig()
-    search, check = val.halves()
-    goal, pass_check = target.for_images(len(search)), target.for_images(len(check))
+    search, goal, check, pass_check = search_and_check(val, target)
     qmodel, info = quantize_ir(model.clone(), calib, architecture, cfg)
     all_int8, base_float = qmodel, set(float_compute_ops(qmodel))
     steps: list[dict] = []

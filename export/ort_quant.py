@@ -296,11 +296,10 @@ def quantize_accuracy_aware(src: Path, dst: Path, calib: CalibrationSet, val: "V
     import shutil
     import tempfile
 
-    from edgekd.export.int8_accuracy import paired_batch1_ms, score_predict
+    from edgekd.export.int8_accuracy import paired_batch1_ms, score_predict, search_and_check
     from edgekd.export.runtimes import RunnerConfig, open_runner
 
-    search, check = val.halves()
-    goal, pass_check = target.for_images(len(search)), target.for_images(len(check))
+    search, goal, check, pass_check = search_and_check(val, target)
 
     def trial(c: OrtQuantConfig, k: int) -> tuple[dict, bool]:
         info = quantize_onnx(src, dst, calib, architecture, c)
