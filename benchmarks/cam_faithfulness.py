@@ -26,7 +26,7 @@ from edgekd.explain.cli import sample_manifest
 from edgekd.explain.faithfulness import FaithfulnessConfig, curves
 from edgekd.export.explain_runtime import occlusion_maps
 from edgekd.export.source import TorchRunner
-from edgekd.preprocess import PreprocessConfig, preprocess_numpy
+from edgekd.shared.preprocess import PreprocessConfig, preprocess_numpy
 from edgekd.data import load_image
 
 CAMS = ("gradcam", "gradcam++", "scorecam", "layercam", "eigencam", "randomcam")

@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from edgekd.data import Manifest, discover  # noqa: E402
 from edgekd.data.cache import DecodedCache  # noqa: E402
-from edgekd.preprocess import PreprocessConfig  # noqa: E402
+from edgekd.shared.preprocess import PreprocessConfig  # noqa: E402
 
 
 def make_images(root: Path, n: int, size: int) -> None:

@@ -137,7 +137,7 @@ def make_student(name: str, work: Path, manifests: dict[str, Path], threads: int
 
     from edgekd.data import Manifest
     from edgekd.models import load_teacher, save_student
-    from edgekd.preprocess import resolve_preprocess
+    from edgekd.shared.preprocess import resolve_preprocess
 
     run = work / name
     if (run / "model.json").exists():

@@ -155,7 +155,7 @@ def evaluate_run(run_dir: str | Path, weights: str = "model.safetensors", batch_
     from edgekd.data.manifest import Manifest
     from edgekd.data.torchdata import ImageDataset, eval_transform
     from edgekd.models import load_student
-    from edgekd.preprocess import PreprocessConfig
+    from edgekd.shared.preprocess import PreprocessConfig
 
     run_dir = Path(run_dir)
     model, meta = load_student(run_dir / weights)

@@ -103,7 +103,7 @@ def build_data(cfg: TrainConfig, run_dir: Path, accelerator) -> Data:
     from edgekd.data import Manifest, cap_per_class, make_split, prepare_data
     from edgekd.data.cache import DecodedCache
     from edgekd.data.torchdata import ImageDataset, eval_transform, train_transform
-    from edgekd.preprocess import resolve_preprocess
+    from edgekd.shared.preprocess import resolve_preprocess
 
     with accelerator.main_process_first():
         prepared = prepare_data(cfg.data, run_dir)

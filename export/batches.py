@@ -1,7 +1,7 @@
 """Preprocessed, labelled batches streamed from a manifest (torch-free).
 
 Why: verify and bench read the medical test split exactly as serving does (the metadata's
-preprocessing through `edgekd.preprocess.preprocess_numpy`) without holding the whole split in
+preprocessing through `edgekd.shared.preprocess.preprocess_numpy`) without holding the whole split in
 memory; the last batch is simply shorter.
 """
 

@@ -4,7 +4,7 @@ Why: post-training quantization picks activation ranges from these images; they 
 like deployment inputs (same preprocessing as serving, every class represented) and must
 never be test images (verify would be optimistic). Default 300 images or the whole split;
 fewer is allowed with a warning because ranges from a handful of images clip real inputs.
-Preprocessing is `edgekd.preprocess.preprocess_numpy`, the same function `predict` uses.
+Preprocessing is `edgekd.shared.preprocess.preprocess_numpy`, the same function `predict` uses.
 """
 
 from __future__ import annotations

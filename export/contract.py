@@ -1,6 +1,6 @@
 """The seams to the training side, imported in one place.
 
-Why: `export/` codes against DEVELOPERS.md (`edgekd.data`, `edgekd.preprocess`,
+Why: `export/` codes against DEVELOPERS.md (`edgekd.data`, `edgekd.shared.preprocess`,
 `edgekd.models`). Everything the deployment side needs from the training side goes through
 these few functions, so a change of that contract touches one file. Only `load_student` /
 `save_student` import torch (lazily); the rest is torch-free so a clinic box can preprocess
@@ -28,15 +28,15 @@ def load_image(address: str) -> Any:
 
 
 def preprocess_config(d: dict) -> Any:
-    """`edgekd.preprocess.PreprocessConfig.from_dict`."""
-    from edgekd.preprocess import PreprocessConfig
+    """`edgekd.shared.preprocess.PreprocessConfig.from_dict`."""
+    from edgekd.shared.preprocess import PreprocessConfig
 
     return PreprocessConfig.from_dict(d)
 
 
 def preprocess_numpy(image: Any, cfg: Any) -> Any:
-    """`edgekd.preprocess.preprocess_numpy` -> float32 CHW, equal to the torch eval transform."""
-    from edgekd.preprocess import preprocess_numpy as _pp
+    """`edgekd.shared.preprocess.preprocess_numpy` -> float32 CHW, equal to the torch eval transform."""
+    from edgekd.shared.preprocess import preprocess_numpy as _pp
 
     return _pp(image, cfg)
 

@@ -133,7 +133,7 @@ def explain_artifact(artifact: str | Path, images: list[str], out: Path, cfg: Oc
     """Occlusion maps of `artifact` on `images` -> gallery under `out` (returns gallery.md)."""
     from tqdm import tqdm
 
-    from edgekd.explain.render import GalleryRow, Panel, denormalize, write_gallery
+    from edgekd.shared.render import GalleryRow, Panel, denormalize, write_gallery
     from edgekd.export.predict import Classifier
     from edgekd.export.runtimes import RunnerConfig
 

@@ -31,7 +31,7 @@ _GLOB_CHARS = frozenset("*?[")
 
 
 def _expand_one(arg: str) -> list[str]:
-    from edgekd.data.io import SCHEMES, is_candidate
+    from edgekd.shared.images import SCHEMES, is_candidate
     from edgekd.data.scan import scan_images
 
     if arg.startswith(SCHEMES):  # an image inside an archive, as manifests store it (idx://FILE#N)

@@ -8,7 +8,7 @@ import pytest
 from edgekd.data import Manifest, discover
 from edgekd.data.cache import DecodedCache
 from edgekd.errors import EdgeKDError
-from edgekd.preprocess import PreprocessConfig
+from edgekd.shared.preprocess import PreprocessConfig
 from tests.fixtures_data import make_brain_mri
 
 

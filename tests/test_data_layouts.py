@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from edgekd.data import FASHION_MNIST_ROOT, discover, load_image
-from edgekd.data.io import dicom_to_array
+from edgekd.shared.images import dicom_to_array
 from tests.fixtures_data import (
     make_brain_mri, make_chest_xray, make_covid_ct, make_csv_manifest, make_dicom_tree, make_fashion_idx,
     make_folder, make_medmnist, write_dicom, write_image,

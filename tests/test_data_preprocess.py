@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from edgekd.errors import EdgeKDError
-from edgekd.preprocess import PreprocessConfig, preprocess_numpy, resize_image, resolve_preprocess
+from edgekd.shared.preprocess import PreprocessConfig, preprocess_numpy, resize_image, resolve_preprocess
 from tests.fixtures_data import image_array
 
 
@@ -80,7 +80,7 @@ def test_train_transform_shapes_and_config():
 
 def test_data_and_preprocess_import_without_torch():
     code = (
-        "import sys; import edgekd.data, edgekd.preprocess, edgekd.data.cache, edgekd.data.cli;"
+        "import sys; import edgekd.data, edgekd.shared.preprocess, edgekd.data.cache, edgekd.data.cli;"
         "bad = [m for m in ('torch', 'timm', 'sklearn', 'pandas', 'torchvision') if m in sys.modules];"
         "print(bad); sys.exit(1 if bad else 0)"
     )

@@ -14,7 +14,7 @@ pytest.importorskip("pytorch_grad_cam")
 import timm  # noqa: E402
 
 from edgekd.explain.cam import CamConfig, compute_cams, target_layer, vit_reshape  # noqa: E402
-from edgekd.explain.render import peak  # noqa: E402
+from edgekd.shared.render import peak  # noqa: E402
 from tests.explain_models import RegionNet, in_region, region_share, textures, write_pngs  # noqa: E402
 from tests.test_train_e2e import tiny  # noqa: E402,F401  (fixture: 4 class folders of 32 px PNGs)
 

@@ -7,7 +7,7 @@ only by the trainer, so the export runtime can use manifests and `load_image` on
 from edgekd.data.archives import FASHION_MNIST_ROOT
 from edgekd.data.config import DataConfig
 from edgekd.data.index import DatasetIndex, DataWarning, Sample, Skipped
-from edgekd.data.io import load_image
+from edgekd.shared.images import load_image
 from edgekd.data.layouts import LAYOUTS, discover
 from edgekd.data.manifest import Manifest
 from edgekd.data.prepare import PreparedData, prepare_data

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekd.data.index import Sample, Skipped
-from edgekd.data.io import read_idx
+from edgekd.shared.images import read_idx
 from edgekd.data.scan import Built
 from edgekd.errors import EdgeKDError
 

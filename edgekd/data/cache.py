@@ -24,10 +24,10 @@ import numpy as np
 from PIL import Image
 
 from edgekd.data.index import DatasetIndex
-from edgekd.data.io import load_image
+from edgekd.shared.images import load_image
 from edgekd.data.manifest import Manifest
 from edgekd.errors import EdgeKDError
-from edgekd.preprocess import PreprocessConfig, resize_image
+from edgekd.shared.preprocess import PreprocessConfig, resize_image
 
 
 def cache_key(manifest: Manifest, cfg: PreprocessConfig) -> str:

@@ -8,7 +8,7 @@ import sys
 import warnings
 
 from edgekd.data.index import DatasetIndex
-from edgekd.data.io import relative_address
+from edgekd.shared.images import relative_address
 from edgekd.data.layouts import LAYOUTS, discover
 from edgekd.data.split import SPLIT_MODES, make_split
 from edgekd.errors import EdgeKDError

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from edgekd.data.archives import FASHION_MNIST_ROOT, build_fashion, build_medmnist, find_fashion, find_medmnist
 from edgekd.data.index import DatasetIndex, Sample, Skipped, warn_skipped
-from edgekd.data.io import is_dicom_file
+from edgekd.shared.images import is_dicom_file
 from edgekd.data.medical import build_ct, build_cxr, build_mri, find_ct, find_cxr, find_mri
 from edgekd.data.scan import (
     SPLIT_DIR_NAMES, Built, check_paths, class_samples, norm, read_text_any, scan_images, subdirs,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgekd.data.index import DatasetIndex
-from edgekd.data.io import absolute_address, relative_address
+from edgekd.shared.images import absolute_address, relative_address
 from edgekd.errors import EdgeKDError
 
 

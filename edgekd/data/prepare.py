@@ -11,7 +11,7 @@ from pathlib import Path
 
 from edgekd.data.config import DataConfig
 from edgekd.data.index import DataWarning, DatasetIndex
-from edgekd.data.io import relative_address
+from edgekd.shared.images import relative_address
 from edgekd.data.layouts import discover
 from edgekd.data.manifest import Manifest
 from edgekd.data.split import cap_per_class, draw_subset, make_split

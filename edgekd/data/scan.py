@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from edgekd.data.index import Sample, Skipped
-from edgekd.data.io import check_file, is_candidate
+from edgekd.shared.images import check_file, is_candidate
 from edgekd.errors import EdgeKDError
 
 Built = tuple[list[str], list[Sample], list[Skipped]]  # (classes, samples, skipped) from a layout's build

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgekd.data.index import DatasetIndex
-from edgekd.data.io import require
+from edgekd.shared.images import require
 from edgekd.errors import EdgeKDError
 
 SPLIT_MODES = ("stratified", "group", "official")

@@ -1,6 +1,6 @@
 """torch side of the data layer: eval/train transforms and the `ImageDataset`.
 
-`eval_transform` is `edgekd.preprocess.preprocess_numpy` in torch (same PIL resize, same float32
+`eval_transform` is `edgekd.shared.preprocess.preprocess_numpy` in torch (same PIL resize, same float32
 arithmetic), so deployed preprocessing matches training. Augmentation is deliberately modest
 (medical images: small crops/rotations, no flips by default) and configurable via `AugConfig`.
 """
@@ -16,10 +16,10 @@ from torchvision.transforms import InterpolationMode
 from edgekd.data.cache import DecodedCache
 from edgekd.data.config import AugConfig
 from edgekd.data.index import DatasetIndex
-from edgekd.data.io import load_image, relative_address
+from edgekd.shared.images import load_image, relative_address
 from edgekd.data.manifest import Manifest, items_sha256
 from edgekd.errors import EdgeKDError
-from edgekd.preprocess import PreprocessConfig, resize_image
+from edgekd.shared.preprocess import PreprocessConfig, resize_image
 
 _MODES = {
     "nearest": InterpolationMode.NEAREST, "bilinear": InterpolationMode.BILINEAR,

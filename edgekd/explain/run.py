@@ -22,8 +22,8 @@ from edgekd.data import load_image
 from edgekd.errors import EdgeKDError
 from edgekd.evaluate import link_gallery
 from edgekd.explain.cam import CamConfig, compute_cams
-from edgekd.explain.render import GalleryRow, Panel, denormalize, write_gallery
-from edgekd.preprocess import PreprocessConfig, preprocess_numpy
+from edgekd.shared.render import GalleryRow, Panel, denormalize, write_gallery
+from edgekd.shared.preprocess import PreprocessConfig, preprocess_numpy
 
 ROLES = ("student", "aux", "teacher")
 _LABELS = {"student": "S", "aux": "S' (aux)", "teacher": "teacher"}
