@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 from edgekd.explain.cam import CamConfig, compute_cams
-from edgekd.explain.cli import sample_manifest
+from edgekd.shared.explain_args import sample_manifest
 from edgekd.explain.faithfulness import FaithfulnessConfig, curves
-from edgekd.export.explain_runtime import occlusion_maps
+from edgekd.shared.saliency import occlusion_maps
 from edgekd.export.source import TorchRunner
 from edgekd.shared.preprocess import PreprocessConfig, preprocess_numpy
 from edgekd.data import load_image

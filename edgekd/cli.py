@@ -21,6 +21,8 @@ VERBS: dict[str, tuple[str, str, str]] = {
     "predict": ("edgekd.export.predict", "main", "classify images with an exported artifact (no torch)"),
     "explain": ("edgekd.explain.cli", "main", "where the model looks: CAM gallery of S / S' / teacher, or of an artifact"),
 }
+# `explain --artifact` is the torch-free half, on the deployment side (edgekd.explain never imports edgekd.export)
+ARTIFACT_EXPLAIN = ("edgekd.export.explain_runtime", "main")
 
 
 def _usage() -> str:
@@ -45,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"edgekd: unknown verb {verb!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module, func, _ = VERBS[verb]
+    if verb == "explain" and any(x == "--artifact" or x.startswith("--artifact=") for x in rest):
+        module, func = ARTIFACT_EXPLAIN
     try:
         fn = getattr(importlib.import_module(module), func)
     except ModuleNotFoundError as e:

@@ -14,6 +14,8 @@ import numpy as np
 
 from edgekd.errors import EdgeKDError
 from edgekd.export import contract
+from edgekd.shared.images import load_image
+from edgekd.shared.preprocess import PreprocessConfig, preprocess_numpy
 
 
 def manifest_items(data: str | Path, classes: list[str] | None = None) -> list[tuple[str, int]]:
@@ -24,10 +26,7 @@ def manifest_items(data: str | Path, classes: list[str] | None = None) -> list[t
     """
     data = Path(data)
     if data.is_dir():
-        from edgekd.data import discover
-
-        index = discover(str(data))
-        found, items = list(index.classes), [(s.path, int(s.label)) for s in index.samples]
+        found, items = contract.discover_items(data)
     else:
         if not data.exists():
             raise EdgeKDError(f"--data {data}: no such manifest or folder")
@@ -45,8 +44,8 @@ def manifest_items(data: str | Path, classes: list[str] | None = None) -> list[t
 
 def load_batch(paths: list[str], preprocess: dict) -> np.ndarray:
     """The one image-batch loader: addresses -> float32 NCHW, preprocessed exactly as serving does."""
-    cfg = contract.preprocess_config(preprocess)
-    return np.stack([contract.preprocess_numpy(contract.load_image(p), cfg) for p in paths]).astype(np.float32)
+    cfg = PreprocessConfig.from_dict(preprocess)
+    return np.stack([preprocess_numpy(load_image(p), cfg) for p in paths]).astype(np.float32)
 
 
 def iter_batches(items: list[tuple[str, int]], preprocess: dict, batch_size: int = 32) -> Iterator[tuple[np.ndarray, np.ndarray]]:

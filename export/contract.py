@@ -1,10 +1,10 @@
 """The seams to the training side, imported in one place.
 
-Why: `export/` codes against DEVELOPERS.md (`edgekd.data`, `edgekd.shared.preprocess`,
-`edgekd.models`). Everything the deployment side needs from the training side goes through
-these few functions, so a change of that contract touches one file. Only `load_student` /
-`save_student` import torch (lazily); the rest is torch-free so a clinic box can preprocess
-for `predict` and `bench`.
+Why: `export/` codes against DEVELOPERS.md (`edgekd.data`, `edgekd.models`). Everything the
+deployment side needs from the training side goes through these few functions, so a change of
+that contract touches one file; tests/test_import_graph.py enforces it. Torch-free pieces both
+sides use (the card, preprocessing, image decoding, rendering) are imported directly from
+`edgekd.shared`. Only `load_student` / `save_student` import torch (lazily).
 """
 
 from __future__ import annotations
@@ -20,25 +20,12 @@ def load_manifest(path: str | Path) -> Any:
     return Manifest.load(Path(path))
 
 
-def load_image(address: str) -> Any:
-    """`edgekd.data.load_image` -> RGB PIL image (files, DICOM, idx://, npz://)."""
-    from edgekd.data import load_image as _load_image
+def discover_items(folder: str | Path) -> tuple[list[str], list[tuple[str, int]]]:
+    """`edgekd.data.discover` of a dataset folder -> (class names, [(address, label)])."""
+    from edgekd.data import discover
 
-    return _load_image(address)
-
-
-def preprocess_config(d: dict) -> Any:
-    """`edgekd.shared.preprocess.PreprocessConfig.from_dict`."""
-    from edgekd.shared.preprocess import PreprocessConfig
-
-    return PreprocessConfig.from_dict(d)
-
-
-def preprocess_numpy(image: Any, cfg: Any) -> Any:
-    """`edgekd.shared.preprocess.preprocess_numpy` -> float32 CHW, equal to the torch eval transform."""
-    from edgekd.shared.preprocess import preprocess_numpy as _pp
-
-    return _pp(image, cfg)
+    index = discover(str(folder))
+    return list(index.classes), [(s.path, int(s.label)) for s in index.samples]
 
 
 def load_student(path: str | Path) -> tuple[Any, dict]:

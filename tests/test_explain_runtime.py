@@ -14,7 +14,8 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 from edgekd.shared.render import peak  # noqa: E402
-from edgekd.export.explain_runtime import DriftProbe, occlusion_maps, rank_corr, top_iou  # noqa: E402
+from edgekd.export.explain_runtime import DriftProbe  # noqa: E402
+from edgekd.shared.saliency import occlusion_maps, rank_corr, top_iou  # noqa: E402
 from edgekd.export.runtimes import open_runner  # noqa: E402
 from tests.explain_models import export_region_onnx, in_region, region_share, textures, write_pngs  # noqa: E402
 from tests.test_export_runtime_only import _run_blocked  # noqa: E402

@@ -10,7 +10,7 @@ from PIL import Image
 
 from edgekd.cli import main
 from edgekd.errors import EdgeKDError
-from edgekd.export.predict import expand_images
+from edgekd.shared.inputs import expand_images
 
 
 @pytest.fixture

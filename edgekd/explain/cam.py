@@ -20,7 +20,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 from edgekd.errors import EdgeKDError
-from edgekd.explain import CAM_METHODS
+from edgekd.shared.explain_args import CAM_METHODS
 
 #: `--method` name -> pytorch-grad-cam class, in the order of CAM_METHODS
 METHODS: dict[str, type] = dict(zip(CAM_METHODS, (GradCAM, GradCAMPlusPlus, ScoreCAM, LayerCAM, XGradCAM, HiResCAM,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from edgekd.export.explain_runtime import Predict, softmax
+from edgekd.shared.saliency import Predict, softmax
 
 
 @dataclass
