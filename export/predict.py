@@ -13,6 +13,7 @@ import argparse
 import csv
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,16 +44,45 @@ class Classifier:
         return load_batch(paths, self.preprocess_dict)
 
     def predict_paths(self, paths: list[str], batch_size: int = 16, top_k: int = 1,
-                      progress: bool = False) -> list[dict[str, Any]]:
-        out = []
+                      progress: bool = False) -> Prediction:
+        """Classify `paths`; an image that cannot be read, or whose output is not finite, is
+        skipped with its reason instead of stopping the batch (training skips such files too)."""
+        pred = Prediction([], [], [])
         steps = range(0, len(paths), batch_size)
         for i in tqdm(steps, desc="predict", unit="batch", disable=not progress or len(steps) < 2, file=sys.stderr):
-            chunk = paths[i : i + batch_size]
-            for path, row in zip(chunk, softmax(self.runner.predict(self.preprocess(chunk)))):
+            chunk, x = self._load(paths[i : i + batch_size], pred.unreadable)
+            if not chunk:
+                continue
+            for path, row in zip(chunk, softmax(self.runner.predict(x))):
+                if not np.isfinite(row).all():
+                    pred.non_finite.append(path)
+                    continue
                 top = np.argsort(-row)[:top_k]
-                out.append({"path": path, "class": self.classes[top[0]], "prob": float(row[top[0]]),
-                            "top": [{"class": self.classes[j], "prob": float(row[j])} for j in top]})
-        return out
+                pred.results.append({"path": path, "class": self.classes[top[0]], "prob": float(row[top[0]]),
+                                     "top": [{"class": self.classes[j], "prob": float(row[j])} for j in top]})
+        return pred
+
+    def _load(self, chunk: list[str], unreadable: list[tuple[str, str]]) -> tuple[list[str], np.ndarray | None]:
+        """The batch, or on a decoding error the readable images of it (the rest go to `unreadable`)."""
+        try:
+            return chunk, self.preprocess(chunk)
+        except EdgeKDError:
+            pass
+        good, arrays = [], []
+        for path in chunk:
+            try:
+                arrays.append(self.preprocess([path]))
+                good.append(path)
+            except EdgeKDError as e:
+                unreadable.append((path, str(e)))
+        return good, np.concatenate(arrays) if arrays else None
+
+
+@dataclass
+class Prediction:
+    results: list[dict[str, Any]]  # one per classified image: path, class, prob, top
+    unreadable: list[tuple[str, str]]  # (path, decoder error): skipped
+    non_finite: list[str]  # the artifact returned NaN/Inf for these: skipped, and the model is broken
 
 
 def write_results(results: list[dict[str, Any]], out: Path) -> None:
@@ -71,26 +101,55 @@ def write_results(results: list[dict[str, Any]], out: Path) -> None:
                        [v for t in r["top"] for v in (t["class"], f"{t['prob']:.6f}")])
 
 
-def main(argv: list[str] | None = None) -> int:
+ARTIFACT_SUFFIXES = (".onnx", ".xml", ".engine")
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="edgekd predict", description=__doc__.splitlines()[0])
-    ap.add_argument("artifact", help="an exported .onnx / .xml (/ .engine) with edgekd metadata")
+    ap.add_argument("artifact", type=Path, help="an exported .onnx / .xml (/ .engine) with edgekd metadata")
     ap.add_argument("images", nargs="+", help="image files, folders (recursive), globs ('**' recursive), DICOM series")
     ap.add_argument("--top-k", type=int, default=1)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--out", type=Path, help="write all results to FILE.csv or FILE.json instead of JSON lines")
     a = ap.parse_args(argv)
+    if a.artifact.suffix.lower() not in ARTIFACT_SUFFIXES:
+        hint = (" (it looks like an image: the artifact comes first)" if any(x.lower().endswith(ARTIFACT_SUFFIXES)
+                                                                         for x in a.images) else "")
+        raise EdgeKDError(f"{str(a.artifact)!r} is not an artifact{hint}; fix: edgekd predict MODEL"
+                          f"{'|'.join(ARTIFACT_SUFFIXES)} IMAGES...")
+    for flag, value in (("--top-k", a.top_k), ("--batch-size", a.batch_size), ("--threads", a.threads)):
+        if value is not None and value < 1:
+            raise EdgeKDError(f"{flag} {value}: must be at least 1")
     if a.out is not None and a.out.suffix.lower() not in (".csv", ".json"):
         raise EdgeKDError(f"--out {a.out}: unknown format; fix: end the name in .csv or .json")
+    return a
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit 0 when every image was classified or skipped as unreadable; 1 when the artifact gave
+    a non-finite output for any image (a broken model: nothing it said is reported)."""
+    a = parse(argv)
     paths = expand_images(a.images)
     clf = Classifier(a.artifact, RunnerConfig(threads=a.threads))
-    results = clf.predict_paths(paths, batch_size=a.batch_size, top_k=a.top_k, progress=True)
+    pred = clf.predict_paths(paths, batch_size=a.batch_size, top_k=a.top_k, progress=True)
     if a.out is None:
-        for r in results:
+        for r in pred.results:
             print(json.dumps(r))
-    else:
-        write_results(results, a.out)
-        print(f"{len(results)} images -> {a.out}", file=sys.stderr)
+    elif pred.results:
+        write_results(pred.results, a.out)
+        print(f"{len(pred.results)} images -> {a.out}", file=sys.stderr)
+    for path, why in pred.unreadable:
+        print(f"skipped {path}: {why}", file=sys.stderr)
+    for path in pred.non_finite:
+        print(f"skipped {path}: the artifact returned NaN/Inf", file=sys.stderr)
+    if pred.unreadable or pred.non_finite:
+        print(f"{len(pred.unreadable) + len(pred.non_finite)} of {len(paths)} images skipped (listed above)",
+              file=sys.stderr)
+    if pred.non_finite:
+        print("error: the model is broken (non-finite outputs); fix: re-train (see the run's metrics.csv) and "
+              "re-export", file=sys.stderr)
+        return 1
     return 0
 
 

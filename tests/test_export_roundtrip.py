@@ -144,7 +144,7 @@ def test_predict_uses_artifact_metadata(export):
 
     items = Manifest.load(run / "data" / "test.json").items[:6]
     clf = Classifier(out / "openvino" / "model.fp32.xml")
-    res = clf.predict_paths([p for p, _ in items], batch_size=4, top_k=2)
+    res = clf.predict_paths([p for p, _ in items], batch_size=4, top_k=2).results
     assert [r["class"] for r in res] and all(0 < r["prob"] <= 1 and len(r["top"]) == 2 for r in res)
     assert all(r["class"] in clf.classes for r in res)
 

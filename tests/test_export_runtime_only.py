@@ -84,7 +84,7 @@ def test_predict_without_torch(exported):
         from edgekd.export.predict import Classifier
         items = Manifest.load({str(run / "data" / "test.json")!r}).items
         for art in ({str(out / "onnx" / "model.onnx")!r}, {str(out / "openvino" / "model.fp16.xml")!r}):
-            res = Classifier(art).predict_paths([p for p, _ in items], batch_size=16)
+            res = Classifier(art).predict_paths([p for p, _ in items], batch_size=16).results
             acc = sum(r["class"] == f"class_{{y}}" for r, (_, y) in zip(res, items)) / len(items)
             print(art, acc)
             assert acc > 0.6, acc
