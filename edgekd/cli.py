@@ -63,14 +63,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    from edgekd.errors import EdgeKDError
+    from edgekd.errors import run_verb
 
-    try:
-        result = fn(rest)
-    except EdgeKDError as e:
-        print(f"edgekd {verb}: error: {e}", file=sys.stderr)
-        return 2
-    return int(result or 0)
+    return run_verb(verb, fn, rest)
 
 
 if __name__ == "__main__":
