@@ -158,7 +158,8 @@ def make_fashion_idx(root: Path, n_train: int = 20, n_test: int = 10) -> Path:
 
 
 def write_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2", slope: float = 1.0,
-                intercept: float = 0.0, center: float | None = None, width: float | None = None) -> Path:
+                intercept: float = 0.0, center: float | None = None, width: float | None = None,
+                patient: str = "ANON") -> Path:
     """A minimal valid DICOM (explicit VR little endian) built with pydicom's Dataset/FileMetaDataset."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
@@ -172,7 +173,7 @@ def write_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2"
     ds.SOPClassUID = SecondaryCaptureImageStorage
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
     ds.Modality = "CT"
-    ds.PatientID = "ANON"
+    ds.PatientID = patient
     pixels = np.ascontiguousarray(pixels.astype(np.uint16))
     ds.Rows, ds.Columns = pixels.shape
     ds.SamplesPerPixel = 1
@@ -192,12 +193,16 @@ def write_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2"
     return path
 
 
-def make_dicom_tree(root: Path, n: int = 3) -> Path:
-    """Class-per-folder DICOMs, half MONOCHROME1, with rescale and a stored window."""
+def make_dicom_tree(root: Path, n: int = 3, per_patient: int | None = None) -> Path:
+    """Class-per-folder DICOMs, half MONOCHROME1, with rescale and a stored window.
+
+    PatientID is "ANON" (anonymised export) unless `per_patient`: then `per_patient` files per patient.
+    """
     rng = np.random.default_rng(0)
     for k, cls in enumerate(["normal", "pneumonia"]):
         for i in range(n):
             px = rng.integers(0, 4096, size=(20, 24))
             write_dicom(root / cls / f"IM{i:04d}.dcm", px, "MONOCHROME1" if i % 2 else "MONOCHROME2",
-                        slope=1.0, intercept=-1024.0, center=40.0, width=400.0)
+                        slope=1.0, intercept=-1024.0, center=40.0, width=400.0,
+                        patient=f"{cls}-{i // per_patient}" if per_patient else "ANON")
     return root

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from edgekd.data import cap_per_class, discover, draw_subset, make_split
-from edgekd.data.index import DatasetIndex, Sample
+from edgekd.data.index import DataWarning, DatasetIndex, Sample
 from edgekd.errors import EdgeKDError
 from tests.fixtures_data import make_brain_mri, make_covid_ct
 
@@ -103,3 +103,11 @@ def test_split_errors():
         make_split(synthetic([5, 5]), "random")
     with pytest.raises(EdgeKDError, match="test_size"):
         make_split(synthetic([5, 5]), test_size=1.5)
+
+
+def test_group_split_with_tiny_classes_is_a_user_error_and_auto_falls_back():
+    idx = synthetic([4, 4], groups=6)  # 6 patients, but no class holds the 5 images 5 folds need
+    with pytest.raises(EdgeKDError, match="fewer than 5 images"):
+        make_split(idx, "group")
+    with pytest.warns(DataWarning, match="patient-level split is impossible here"):
+        assert make_split(idx).record.mode == "stratified"

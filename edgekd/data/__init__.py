@@ -11,10 +11,10 @@ from edgekd.shared.images import load_image
 from edgekd.data.layouts import LAYOUTS, discover
 from edgekd.data.manifest import Manifest
 from edgekd.data.prepare import PreparedData, prepare_data
-from edgekd.data.split import SPLIT_MODES, Split, cap_per_class, draw_subset, make_split
+from edgekd.data.split import SPLIT_MODES, Split, SplitRecord, cap_per_class, draw_subset, make_split
 
 __all__ = [
     "DataConfig", "DatasetIndex", "DataWarning", "FASHION_MNIST_ROOT", "LAYOUTS", "Manifest", "PreparedData",
-    "SPLIT_MODES", "Sample", "Skipped", "Split", "cap_per_class", "discover", "draw_subset", "load_image",
-    "make_split", "prepare_data",
+    "SPLIT_MODES", "Sample", "Skipped", "Split", "SplitRecord", "cap_per_class", "discover", "draw_subset",
+    "load_image", "make_split", "prepare_data",
 ]

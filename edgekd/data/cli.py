@@ -20,7 +20,8 @@ def _parser() -> argparse.ArgumentParser:
     i = sub.add_parser("inspect", help="layout, classes, counts, split sizes, skipped files")
     i.add_argument("path", help="dataset folder (or .csv/.npz file; `fashion-mnist` for the stand-in set)")
     i.add_argument("--layout", default="auto", choices=["auto", *LAYOUTS])
-    i.add_argument("--split", default="stratified", choices=SPLIT_MODES)
+    i.add_argument("--split", default="auto", choices=SPLIT_MODES,
+                   help="auto (default): patient-level where the dataset has patient ids, else stratified")
     i.add_argument("--test-size", type=float, default=0.2)
     i.add_argument("--seed", type=int, default=0)
     i.add_argument("--verify", default="quick", choices=["quick", "full", "none"],
@@ -44,12 +45,13 @@ def summarize(index: DatasetIndex, split: str, test_size: float, seed: int) -> d
     }
     try:
         sp = make_split(index, split, test_size, seed)
-        report["split"] = {
-            "mode": split, "test_size": test_size, "seed": seed, "train": len(sp.train), "test": len(sp.test),
+        report["split"] = sp.record.to_dict() | {
+            "summary": sp.record.describe(), "test_size": test_size, "seed": seed,
+            "train": len(sp.train), "test": len(sp.test),
             "train_counts": index.counts(sp.train), "test_counts": index.counts(sp.test),
         }
     except EdgeKDError as e:
-        report["split"] = {"mode": split, "error": str(e)}
+        report["split"] = {"requested": split, "mode": split, "error": str(e)}
     return report
 
 
@@ -82,6 +84,10 @@ def _print_tables(r: dict) -> None:
         con.print(f"groups (patients): {r['groups']}")
     if "error" in sp:
         con.print(f"[yellow]split ({sp['mode']}): {sp['error']}[/yellow]")
+    elif sp["groups_both"]:
+        con.print(f"[bold red]split: {sp['summary']}[/bold red]")
+    else:
+        con.print(f"split: {sp['summary']}")
     if r["skipped"]:
         s = Table(title=f"skipped files ({len(r['skipped'])}, paths relative to the root)")
         s.add_column("file", overflow="fold")

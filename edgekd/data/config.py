@@ -7,7 +7,10 @@ from dataclasses import asdict, dataclass, fields
 
 @dataclass
 class DataConfig:
-    """Defaults reproduce the paper: stratified 80/20 split, full training set, seed 0.
+    """Defaults: 80/20 split, full training set, seed 0. `split` auto keeps each patient on one side
+    where the dataset has patient ids (lung CT, CSV group/patient column, DICOM PatientID) and is
+    the paper's stratified image-level split elsewhere; `stratified` reproduces the paper on lung
+    CT too, with a warning that patients are then on both sides.
 
     `fraction`/`draw`: the training subset (e.g. 0.01, draw 0..4). `test_limit`/`train_limit`:
     at most this many images per class (stratified caps for quick CPU runs). `cache_dir`: decoded-
@@ -16,7 +19,7 @@ class DataConfig:
 
     root: str = "fashion-mnist"
     layout: str = "auto"
-    split: str = "stratified"
+    split: str = "auto"
     test_size: float = 0.2
     seed: int = 0
     fraction: float = 1.0

@@ -12,15 +12,15 @@ import csv
 import io
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edgekd.data.archives import FASHION_MNIST_ROOT, build_fashion, build_medmnist, find_fashion, find_medmnist
 from edgekd.data.index import DatasetIndex, Sample, Skipped, warn_skipped
-from edgekd.shared.images import is_dicom_file
+from edgekd.shared.images import is_dicom_file, require
 from edgekd.data.medical import build_ct, build_cxr, build_mri, find_ct, find_cxr, find_mri
 from edgekd.data.scan import (
-    SPLIT_DIR_NAMES, Built, check_paths, class_samples, norm, read_text_any, scan_images, subdirs,
+    SPLIT_DIR_NAMES, Built, check_paths, class_samples, io_map, norm, read_text_any, scan_images, subdirs,
 )
 from edgekd.errors import EdgeKDError
 
@@ -68,7 +68,27 @@ def _build_folder(root: Path, verify: str) -> Built:
     return names, samples, skipped
 
 
+def _dicom_patient(path: str) -> str | None:
+    """The file's PatientID (header only; pixels are not read), or None when absent or empty."""
+    pydicom = require("pydicom", "reading DICOM files")
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["PatientID"])
+    except (OSError, pydicom.errors.InvalidDicomError):
+        return None  # only reachable with verify=none; the image itself fails later, named
+    return str(ds.get("PatientID", "") or "").strip() or None
+
+
+def _build_dicom(root: Path, verify: str) -> Built:
+    """Class-per-folder DICOMs; PatientID becomes the group so a split can keep each patient on one side."""
+    names, samples, skipped = _build_folder(root, verify)
+    patients = io_map(_dicom_patient, [s.path for s in samples])
+    return names, [replace(s, group=g) for s, g in zip(samples, patients)], skipped
+
+
 # ---------------------------------------------------------------- CSV manifest
+
+GROUP_COLUMNS = ("group", "patient", "patientid")  # normalised header names, first present wins
+
 
 def _manifest_csv(root: Path) -> Path | None:
     if root.is_file():
@@ -94,7 +114,8 @@ def _build_csv(root: Path, verify: str) -> Built:
     rows = list(csv.DictReader(io.StringIO(read_text_any(path))))
     keymap = {norm(k): k for k in (rows[0].keys() if rows else [])}
     if "path" not in keymap or "label" not in keymap:
-        raise EdgeKDError(f"{path}: needs columns path,label[,group][,split]; fix: add a header row")
+        raise EdgeKDError(f"{path}: needs columns path,label[,group|patient][,split]; fix: add a header row")
+    group_col = next((keymap[k] for k in GROUP_COLUMNS if k in keymap), None)
     raw_labels = [r[keymap["label"]].strip() for r in rows]
     uniq = sorted(set(raw_labels), key=lambda s: (0, int(s), s) if s.lstrip("-").isdigit() else (1, 0, s))
     lab = {n: i for i, n in enumerate(uniq)}
@@ -102,7 +123,7 @@ def _build_csv(root: Path, verify: str) -> Built:
     for r, label in zip(rows, raw_labels):
         p = Path(r[keymap["path"]].strip())
         files.append(p if p.is_absolute() else base / p)
-        group = r.get(keymap.get("group", ""), None)
+        group = r.get(group_col) if group_col else None
         split = r.get(keymap.get("split", ""), None)
         meta.append((lab[label], (group or "").strip() or None, SPLIT_DIR_NAMES.get(norm(split or ""), None)))
     exists = [f.is_file() for f in files]
@@ -122,15 +143,15 @@ LAYOUTS: dict[str, Layout] = {
         Layout("fashion_mnist", "Fashion-MNIST idx files (STAND-IN dataset, not medical: the offline default)",
                find_fashion, build_fashion),
         Layout("medmnist", "MedMNIST-format .npz (train/val/test images and labels)", find_medmnist, build_medmnist),
-        Layout("csv", "CSV manifest with columns path,label[,group][,split]", _find_csv, _build_csv),
+        Layout("csv", "CSV manifest with columns path,label[,group|patient][,split]", _find_csv, _build_csv),
         Layout("covid_ct", "Large COVID-19 CT slice dataset: curated_data/{1NonCOVID,2COVID,3CAP}, patient ids "
                "from meta_data_*.csv", find_ct, build_ct),
         Layout("covid_radiography", "COVID-19 Radiography Database: COVID, Lung_Opacity, Normal, Viral Pneumonia "
                "(images/ only, masks/ ignored)", find_cxr, build_cxr),
         Layout("brain_mri", "Brain Tumor MRI dataset: Training/ and Testing/ with glioma, meningioma, notumor, "
                "pituitary", find_mri, build_mri),
-        Layout("dicom", "class-per-folder tree of DICOM files (rescale, stored window, MONOCHROME1 inverted)",
-               _find_dicom, _build_folder),
+        Layout("dicom", "class-per-folder tree of DICOM files (rescale, stored window, MONOCHROME1 inverted; "
+               "groups = PatientID)", _find_dicom, _build_dicom),
         Layout("folder", "class-per-folder tree (classes = sorted folder names; train/ test/ parents = splits)",
                _find_folder, _build_folder),
     ]

@@ -14,7 +14,7 @@ from edgekd.data.index import DataWarning, DatasetIndex
 from edgekd.shared.images import relative_address
 from edgekd.data.layouts import discover
 from edgekd.data.manifest import Manifest
-from edgekd.data.split import cap_per_class, draw_subset, make_split
+from edgekd.data.split import cap_per_class, choose_mode, draw_subset, make_split
 from edgekd.errors import EdgeKDError
 
 
@@ -34,10 +34,11 @@ def prepare_data(cfg: DataConfig, run_dir: str | Path | None = None) -> Prepared
     """Discover, split (cfg.split), draw the subset, cap, and save `run_dir/data/{train,test}.json`.
 
     If both manifests already exist in `run_dir`, they are reused (resume) after checking that
-    they were made with the same split settings.
+    they were made with the same split settings. The settings record the split mode USED, so an
+    `auto` run and a `stratified` one over data without patient ids share their manifests.
     """
     index = discover(cfg.root, cfg.layout, verify=cfg.verify, num_classes=cfg.num_classes)
-    key = cfg.split_key() | {"layout": index.layout}
+    key = cfg.split_key() | {"layout": index.layout, "split": choose_mode(index, cfg.split, cfg.test_size).mode}
     data_dir = Path(run_dir) / "data" if run_dir is not None else None
     if data_dir is not None and (data_dir / "train.json").exists() and (data_dir / "test.json").exists():
         return _resume(index, data_dir, key)
@@ -46,11 +47,14 @@ def prepare_data(cfg: DataConfig, run_dir: str | Path | None = None) -> Prepared
     train = draw_subset(index, split.train, cfg.fraction, cfg.draw, cfg.seed)
     train = cap_per_class(index, train, cfg.train_limit, cfg.seed)
     test = cap_per_class(index, split.test, cfg.test_limit, cfg.seed)
-    if cfg.split == "group":
+    if split.record.mode == "group":
         _warn_missing_classes(index, test, "test")
+    record = split.record.measured(index, train, test)  # the images actually trained and tested on
+    if cfg.split == "auto":
+        print(f"data: split {record.describe()}")
     manifests = {
-        "train": Manifest.from_index(index, train, meta={"part": "train", "data": key}),
-        "test": Manifest.from_index(index, test, meta={"part": "test", "data": key}),
+        part: Manifest.from_index(index, ids, meta={"part": part, "data": key, "split": record.to_dict()})
+        for part, ids in (("train", train), ("test", test))
     }
     if data_dir is not None:
         for name, m in manifests.items():

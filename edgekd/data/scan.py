@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 from edgekd.data.index import Sample, Skipped
 from edgekd.shared.images import check_file, is_candidate
 from edgekd.errors import EdgeKDError
 
+T = TypeVar("T")
+R = TypeVar("R")
 Built = tuple[list[str], list[Sample], list[Skipped]]  # (classes, samples, skipped) from a layout's build
 
 SPLIT_DIR_NAMES = {
@@ -57,10 +61,15 @@ def scan_images(d: Path, exclude: set[str] = frozenset()) -> list[Path]:
     return found
 
 
-def check_paths(paths: list[Path], verify: str) -> tuple[list[Path], list[Skipped]]:
-    """Split candidates into usable files and skipped ones (threaded: discovery is I/O bound)."""
+def io_map(fn: Callable[[T], R], items: list[T]) -> list[R]:
+    """`[fn(x) for x in items]` in threads: discovery reads many small files and is I/O bound."""
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2)) as pool:
-        reasons = list(pool.map(lambda p: check_file(p, verify), paths))
+        return list(pool.map(fn, items))
+
+
+def check_paths(paths: list[Path], verify: str) -> tuple[list[Path], list[Skipped]]:
+    """Split candidates into usable files and skipped ones."""
+    reasons = io_map(lambda p: check_file(p, verify), paths)
     good = [p for p, r in zip(paths, reasons) if r is None]
     bad = [Skipped(str(p), r) for p, r in zip(paths, reasons) if r is not None]
     return good, bad

@@ -2,43 +2,152 @@
 
 The paper uses one random, stratified 80/20 split per dataset and trains on 1/5/10% of the
 training part, drawn five times. `group` mode keeps every patient on one side (lung CT);
-`official` uses the dataset's own Training/Testing folders. sklearn (group mode) is imported lazily.
+`official` uses the dataset's own Training/Testing folders; `auto` (the default) is `group`
+wherever the layout knows patient ids and `stratified` elsewhere, because slices of one patient
+on both sides make test accuracy optimistic. Any split that still puts a patient on both sides
+warns (`DataWarning`) and says so in its `SplitRecord`. sklearn (group mode) is imported lazily.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from edgekd.data.index import DatasetIndex
+from edgekd.data.index import DatasetIndex, DataWarning
 from edgekd.shared.images import require
 from edgekd.errors import EdgeKDError
 
-SPLIT_MODES = ("stratified", "group", "official")
+SPLIT_MODES = ("auto", "stratified", "group", "official")
+
+
+@dataclass(frozen=True)
+class SplitRecord:
+    """How a split was made and whether any patient (group) has images on both sides.
+
+    Saved as `meta["split"]` of the train and test manifests; the model card and `data inspect`
+    print `describe()`. `requested` is `data.split` as configured, `mode` the one used, `reason`
+    why (auto's choice). Group counts are distinct patient ids among the images of each side.
+    """
+
+    requested: str
+    mode: str
+    reason: str
+    groups_train: int = 0
+    groups_test: int = 0
+    groups_both: int = 0
+
+    @property
+    def groups(self) -> int:
+        """Distinct patient ids over both sides."""
+        return self.groups_train + self.groups_test - self.groups_both
+
+    @property
+    def mixed(self) -> bool:
+        """True when some patient's images are in both train and test (the test set leaks)."""
+        return self.groups_both > 0
+
+    def measured(self, index: DatasetIndex, train: list[int], test: list[int]) -> "SplitRecord":
+        """This record with the group counts of `train`/`test` (ids into `index.samples`)."""
+        ids = [{index.samples[i].group for i in part} - {None} for part in (train, test)]
+        return replace(self, groups_train=len(ids[0]), groups_test=len(ids[1]), groups_both=len(ids[0] & ids[1]))
+
+    def describe(self) -> str:
+        """One line, e.g. `group (auto: the dataset has patient ids); 18 patients, none on both sides`."""
+        text = self.mode + (f" (auto: {self.reason})" if self.requested == "auto" else "")
+        if self.mixed:
+            return (f"{text}; WARNING: {self.groups_both} of {self.groups} patients have images in both train and "
+                    "test, so test accuracy is optimistic")
+        return f"{text}; {self.groups} patients, none on both sides" if self.groups else text
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_meta(cls, meta: dict) -> "SplitRecord | None":
+        """From a manifest's `meta` (None for manifests written before splits were recorded)."""
+        return cls(**meta["split"]) if meta.get("split") else None
 
 
 @dataclass(frozen=True)
 class Split:
-    """Sample indices (into `DatasetIndex.samples`), each list sorted."""
+    """Sample indices (into `DatasetIndex.samples`), each list sorted, and how they were made."""
 
     train: list[int]
     test: list[int]
+    record: SplitRecord
 
 
-def make_split(index: DatasetIndex, mode: str = "stratified", test_size: float = 0.2, seed: int = 0) -> Split:
-    """Split `index` into train/test. Same inputs -> same split, on any machine."""
+def _group_keys(index: DatasetIndex) -> list[str]:
+    """Group per sample for the group split; samples without a group count as their own group."""
+    return [s.group if s.group is not None else f"\0{i}" for i, s in enumerate(index.samples)]
+
+
+def _n_folds(test_size: float) -> int:
+    """The group split's test fraction is 1/k: 0.2 -> 5 folds, one of them test."""
+    return max(2, round(1.0 / test_size))
+
+
+def choose_mode(index: DatasetIndex, mode: str = "auto", test_size: float = 0.2) -> SplitRecord:
+    """Resolve `auto`: group when the index has patient ids enough for the group split's folds, else stratified."""
     if mode not in SPLIT_MODES:
         raise EdgeKDError(f"unknown split mode {mode!r}; fix: use one of {', '.join(SPLIT_MODES)}")
-    if mode == "official":
-        return _official(index)
-    if not 0.0 < test_size < 1.0:
+    if mode != "auto":
+        return SplitRecord(mode, mode, "set by data.split")
+    if all(s.group is None for s in index.samples):
+        return SplitRecord(mode, "stratified", "no patient ids, so the paper's image-level split")
+    problem = _group_problem(index, test_size) if 0.0 < test_size < 1.0 else None  # bad sizes fail in make_split
+    if problem:
+        return SplitRecord(mode, "stratified", problem)
+    return SplitRecord(mode, "group", "the dataset has patient ids")
+
+
+def _group_problem(index: DatasetIndex, test_size: float) -> str | None:
+    """Why the group split cannot be made (StratifiedGroupKFold needs k groups and a class of >= k images)."""
+    if all(s.group is None for s in index.samples):
+        return "no patient/group ids"
+    k = _n_folds(test_size)
+    n_groups = len(set(_group_keys(index)))
+    if n_groups < k:
+        return f"only {n_groups} patients, too few for a {k}-fold patient-level split"
+    if max(index.counts().values()) < k:
+        return f"every class has fewer than {k} images, too few for a {k}-fold patient-level split"
+    return None
+
+
+def make_split(index: DatasetIndex, mode: str = "auto", test_size: float = 0.2, seed: int = 0) -> Split:
+    """Split `index` into train/test. Same inputs -> same split, on any machine."""
+    record = choose_mode(index, mode, test_size)
+    if record.mode == "official":
+        train, test = _official(index)
+    elif not 0.0 < test_size < 1.0:
         raise EdgeKDError(f"test_size must be between 0 and 1, got {test_size}; fix: e.g. --test-size 0.2")
-    return _group(index, test_size, seed) if mode == "group" else _stratified(index, test_size, seed)
+    else:
+        train, test = (_group if record.mode == "group" else _stratified)(index, test_size, seed)
+    record = record.measured(index, train, test)
+    if record.mixed:
+        _warn_mixed(record)
+    return Split(train, test, record)
 
 
-def _stratified(index: DatasetIndex, test_size: float, seed: int) -> Split:
+def _warn_mixed(record: SplitRecord) -> None:
+    """The loud warning for a split that puts patients on both sides (issued once per message and process:
+    the trainer splits twice, for the test set and for the validation pool)."""
+    fix = (f"a patient-level split is impossible here ({record.reason}): add patients or raise test_size"
+           if record.requested == "auto"
+           else "use data.split=auto (or group) for a patient-level split; keep "
+                f"{record.mode} only to reproduce the paper's image-level 80/20 split")
+    warnings.warn(
+        f"split {record.mode}: {record.groups_both} of {record.groups} patients have images in BOTH train and "
+        f"test, so test accuracy is optimistic (patients leak into the test set); fix: {fix}",
+        DataWarning,
+        stacklevel=2,
+    )
+
+
+def _stratified(index: DatasetIndex, test_size: float, seed: int) -> tuple[list[int], list[int]]:
     """Per class: round(test_size * n) images to test, clamped to [1, n-1] so every class is on both
     sides even when tiny (sklearn's train_test_split refuses test sets smaller than the class count)."""
     small = [c for c, n in index.counts().items() if n < 2]
@@ -53,36 +162,29 @@ def _stratified(index: DatasetIndex, test_size: float, seed: int) -> Split:
         k = min(len(members) - 1, max(1, int(round(test_size * len(members)))))
         test += [members[j] for j in rng.permutation(len(members))[:k]]
     chosen = set(test)
-    return Split([i for i in range(len(index)) if i not in chosen], sorted(test))
+    return [i for i in range(len(index)) if i not in chosen], sorted(test)
 
 
-def _group(index: DatasetIndex, test_size: float, seed: int) -> Split:
+def _group(index: DatasetIndex, test_size: float, seed: int) -> tuple[list[int], list[int]]:
     """Group-disjoint split, stratified as well as the groups allow (StratifiedGroupKFold, first fold).
 
-    The test fraction is 1/k with k = round(1/test_size), so 0.2 -> 5 folds -> one fold is test.
+    The test fraction is 1/k (`_n_folds`), so 0.2 -> 5 folds -> one fold is test.
     Samples without a group count as their own group.
     """
     StratifiedGroupKFold = require("sklearn.model_selection", "a group (patient-level) split").StratifiedGroupKFold
 
-    if all(s.group is None for s in index.samples):
+    problem = _group_problem(index, test_size)
+    if problem:
         raise EdgeKDError(
-            f"layout {index.layout} has no patient/group ids, so a group split is impossible; "
-            "fix: use --split stratified, or a CSV manifest with a group column"
+            f"layout {index.layout}: {problem}, so a group split is impossible; fix: use --split auto (stratified "
+            "where it must be), a larger --test-size, or a CSV manifest with a group or patient column"
         )
-    groups = [s.group if s.group is not None else f"\0{i}" for i, s in enumerate(index.samples)]
-    n_splits = max(2, round(1.0 / test_size))
-    n_groups = len(set(groups))
-    if n_groups < n_splits:
-        raise EdgeKDError(
-            f"only {n_groups} groups (patients) for a {n_splits}-fold group split; fix: use --split stratified "
-            "or a larger --test-size"
-        )
-    cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    train, test = next(cv.split(np.zeros(len(index)), index.labels, groups))
-    return Split(sorted(map(int, train)), sorted(map(int, test)))
+    cv = StratifiedGroupKFold(n_splits=_n_folds(test_size), shuffle=True, random_state=seed)
+    train, test = next(cv.split(np.zeros(len(index)), index.labels, _group_keys(index)))
+    return sorted(map(int, train)), sorted(map(int, test))
 
 
-def _official(index: DatasetIndex) -> Split:
+def _official(index: DatasetIndex) -> tuple[list[int], list[int]]:
     """The dataset's own split: `test` is test; `train` and `val` are training data."""
     splits = [s.source_split for s in index.samples]
     if not any(splits):
@@ -97,7 +199,7 @@ def _official(index: DatasetIndex) -> Split:
             f"the official split at {index.root} has {len(train)} training and {len(test)} test images; "
             "fix: use --split stratified"
         )
-    return Split(train, test)
+    return train, test
 
 
 def _by_class(index: DatasetIndex, ids: list[int]) -> dict[int, list[int]]:
