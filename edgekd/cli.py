@@ -14,7 +14,7 @@ VERBS: dict[str, tuple[str, str, str]] = {
     "data": ("edgekd.data.cli", "main", "inspect a dataset folder (`edgekd data inspect PATH`)"),
     "select": ("edgekd.selection.cli", "main", "dual weight selection: teacher -> two students"),
     "train": ("edgekd.train", "main", "train a student (EMA self-distillation and baselines)"),
-    "sweep": ("edgekd.sweep", "main", "run a datasets x fractions x methods x draws sweep"),
+    "sweep": ("edgekd.sweep.cli", "main", "run a datasets x fractions x methods x draws sweep"),
     "export": ("edgekd.export.cli", "export_main", "export to ONNX / OpenVINO / TensorRT, then verify"),
     "verify": ("edgekd.export.cli", "verify_main", "check artifacts against the PyTorch model"),
     "bench": ("edgekd.export.cli", "bench_main", "time artifacts on this machine"),

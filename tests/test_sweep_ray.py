@@ -15,6 +15,7 @@ import pytest
 import ray
 
 from edgekd import sweep
+from edgekd.sweep import cli as sweep_cli  # the executor reads run_cell from here
 from edgekd.errors import EdgeKDError
 from tests.test_sweep import TINY, _tiny
 
@@ -55,7 +56,7 @@ def test_ray_table_equals_inproc_table(ray_address, tmp_path):
 
 def test_ray_retries_a_killed_cell_and_records_a_failed_one(ray_address, tmp_path, monkeypatch, capsys):
     ds, out = _tiny(tmp_path / "ds"), tmp_path / "sw"
-    marker, real = tmp_path / "killed-once", sweep.run_cell
+    marker, real = tmp_path / "killed-once", sweep_cli.run_cell
 
     def flaky(cell, **kw):  # shipped by value to the Ray workers (a closure), so no hook in edgekd itself
         if cell.method == "cm2":
@@ -65,7 +66,7 @@ def test_ray_retries_a_killed_cell_and_records_a_failed_one(ray_address, tmp_pat
             os._exit(1)
         real(cell, **kw)
 
-    monkeypatch.setattr(sweep, "run_cell", flaky)
+    monkeypatch.setattr(sweep_cli, "run_cell", flaky)
     args = [*_args(ds, out, ["ours", "cm2"], "ray"), "--retries", "1"]
     assert sweep.main(args) == 1  # the sweep finishes; the exit code says a cell failed
     table = json.loads((out / "table.json").read_text())
@@ -85,13 +86,13 @@ def test_ray_retries_a_killed_cell_and_records_a_failed_one(ray_address, tmp_pat
 
 
 def test_ray_cell_with_two_gpus_trains_through_accelerate_multi_process(ray_address, tmp_path, monkeypatch):
-    ds, out, real = _tiny(tmp_path / "ds"), tmp_path / "sw", sweep.run_cell
+    ds, out, real = _tiny(tmp_path / "ds"), tmp_path / "sw", sweep_cli.run_cell
 
     def on_cpu(cell, **kw):  # no GPU here: accelerate's multi-process launch runs on CPU with gloo
         os.environ["ACCELERATE_USE_CPU"] = "1"
         real(cell, **kw)
 
-    monkeypatch.setattr(sweep, "run_cell", on_cpu)
+    monkeypatch.setattr(sweep_cli, "run_cell", on_cpu)
     assert sweep.main([*_args(ds, out, ["cm2"], "ray"), "--gpus-per-cell", "2"]) == 0
     res = json.loads((out / "cells/ds/f1/cm2/draw0/results.json").read_text())
     assert res["world_size"] == 2  # one Ray task, two training processes (accelerate launch --multi_gpu)
@@ -108,7 +109,7 @@ def test_ray_flags_need_the_ray_launcher(tmp_path, monkeypatch):
 
 def test_a_cell_whose_results_are_not_visible_is_failed_not_a_crash(tmp_path, monkeypatch):
     # e.g. --out on a node-local disk: the cell trained elsewhere and its results.json never shows up here
-    monkeypatch.setattr(sweep, "run_cell", lambda cell, **kw: None)
+    monkeypatch.setattr(sweep_cli, "run_cell", lambda cell, **kw: None)
     out = tmp_path / "sw"
     assert sweep.main(_args(_tiny(tmp_path / "ds"), out, ["cm2"], "inproc")) == 1
     failed = json.loads((out / "table.json").read_text())["failed"]

@@ -2,7 +2,7 @@
 
 Ray schedules the cells (each task asks for `--cpus-per-cell` / `--gpus-per-cell`), retries a
 cell whose worker died or whose training failed (`--retries`), and the driver gathers results
-as they finish into the same table as the other launchers (`edgekd.sweep`). Inside a cell the
+as they finish into the same table as the other launchers (`edgekd.sweep.table`). Inside a cell the
 training is the ordinary launch: `python -m edgekd.train`, or `accelerate launch --multi_gpu`
 when a cell gets more than one GPU. A scheduler of our own would re-implement all of this.
 
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from edgekd.errors import EdgeKDError
 
 if TYPE_CHECKING:
-    from edgekd.sweep import Cell
+    from edgekd.sweep.plan import Cell
 
 
 @dataclass
