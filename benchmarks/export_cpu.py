@@ -137,6 +137,7 @@ def make_student(name: str, work: Path, manifests: dict[str, Path], threads: int
 
     from edgekd.data import Manifest
     from edgekd.models import load_teacher, save_student
+    from edgekd.shared.card import StudentCard
     from edgekd.shared.preprocess import resolve_preprocess
 
     run = work / name
@@ -165,18 +166,18 @@ def make_student(name: str, work: Path, manifests: dict[str, Path], threads: int
     # train.json = the images it was trained on (calibration and the INT8 validation slice are drawn from it)
     for k, m in (("train", "probe"), ("test", "test")):
         (run / "data" / f"{k}.json").write_text(manifests[m].read_text())
-    meta = {"architecture": name, "model_kwargs": spec["kwargs"], "num_classes": len(probe.classes),
-            "classes": list(probe.classes), "preprocess": pp, "test_manifest": "data/test.json",
-            "note": "benchmark student: " + ("package ImageNet weights" if spec["weights"] else "random-init")
-            + f" + short fine-tune on Fashion-MNIST ({fit})"}
-    save_student(model, run / "model.safetensors", meta)
+    note = ("benchmark student: " + ("package ImageNet weights" if spec["weights"] else "random-init")
+            + f" + short fine-tune on Fashion-MNIST ({fit})")
+    card = StudentCard(name, len(probe.classes), list(probe.classes), spec["kwargs"], pp,
+                       test_manifest="data/test.json", extra={"note": note})
+    save_student(model, run / "model.safetensors", card)
     return run
 
 
 def build_artifacts(run: Path, calib_size: int, threads: int) -> tuple[dict[str, Path], dict]:
     """Same modules as `edgekd export`: ONNX (+b1), accuracy-aware ORT INT8 (CPU default form) and
     the same float nodes in the other forms, OpenVINO FP32 + accuracy-aware NNCF INT8."""
-    from dataclasses import replace
+    from dataclasses import asdict, replace
 
     from edgekd.export import openvino_export as ovx
     from edgekd.export.int8_accuracy import AccuracyTarget, ValidationSet
@@ -204,17 +205,20 @@ def build_artifacts(run: Path, calib_size: int, threads: int) -> tuple[dict[str,
     cfg = OrtQuantConfig.for_cpu()
     info: dict = {"calib_images": len(calib), "validation_images": len(val), "target": str(target)}
     t = time.perf_counter()
-    info["ort_int8"] = quantize_accuracy_aware(arts["onnx"], arts["ort_int8"], calib, val, src.architecture, cfg, target, threads)
+    ort_int8 = quantize_accuracy_aware(arts["onnx"], arts["ort_int8"], calib, val, src.architecture, cfg, target, threads)
+    info["ort_int8"] = asdict(ort_int8)
     info["ort_int8_s"] = time.perf_counter() - t
-    same = replace(cfg, exclude_nodes=tuple(info["ort_int8"]["searched_float_nodes"]))
-    info["ort_s8s8"] = quantize_onnx(arts["onnx"], arts["ort_s8s8"], calib, src.architecture, replace(same, quant_format="qdq_s8s8"))
+    same = replace(cfg, exclude_nodes=tuple(ort_int8.searched_float_nodes))
+    info["ort_s8s8"] = asdict(quantize_onnx(arts["onnx"], arts["ort_s8s8"], calib, src.architecture,
+                                            replace(same, quant_format="qdq_s8s8")))
     for m in other_fusions:
-        info[f"ort_fusions_{m}"] = quantize_onnx(arts["onnx"], arts[f"ort_fusions_{m}"], calib, src.architecture,
-                                                 replace(same, transformer_fusions=m))
+        info[f"ort_fusions_{m}"] = asdict(quantize_onnx(arts["onnx"], arts[f"ort_fusions_{m}"], calib, src.architecture,
+                                                        replace(same, transformer_fusions=m)))
     ovm = ovx.convert(arts["onnx"])
     ovx.save_ir(ovm.clone(), arts["ov_fp32"], "fp32")
     t = time.perf_counter()
-    q, info["ov_int8"] = ovx.quantize_accuracy_aware(ovm.clone(), calib, val, src.architecture, target, threads=threads)
+    q, ov_int8 = ovx.quantize_accuracy_aware(ovm.clone(), calib, val, src.architecture, target, threads=threads)
+    info["ov_int8"] = asdict(ov_int8)
     ovx.save_ir(q, arts["ov_int8"], "int8")
     info["ov_int8_s"] = time.perf_counter() - t
     (out / "build.json").write_text(json.dumps(info, indent=1, default=str))

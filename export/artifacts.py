@@ -10,9 +10,6 @@ import hashlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-RUNTIME_BY_SUFFIX = {".onnx": "onnxruntime", ".xml": "openvino", ".engine": "tensorrt"}
-
-
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -33,7 +30,7 @@ def artifact_files(path: Path) -> list[Path]:
 @dataclass
 class Artifact:
     name: str  # e.g. "openvino-int8"
-    target: str  # onnx | openvino | tensorrt | pytorch
+    target: str  # the registered target that built it (edgekd.export.targets)
     precision: str  # fp32 | fp16 | int8
     path: str = ""  # what a runtime loads (dynamic batch)
     latency_path: str = ""  # static batch-1 variant where one exists
@@ -41,10 +38,7 @@ class Artifact:
     reason: str = ""
     notes: list[str] = field(default_factory=list)
     build_seconds: float = 0.0
-
-    @property
-    def runtime(self) -> str:
-        return RUNTIME_BY_SUFFIX.get(Path(self.path).suffix, self.target)
+    runtime: str = ""  # what loads it, as its target declares
 
     @property
     def size_mb(self) -> float:
@@ -53,4 +47,4 @@ class Artifact:
         return sum(f.stat().st_size for f in artifact_files(Path(self.path))) / 1e6
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "runtime": self.runtime, "size_mb": round(self.size_mb, 3)}
+        return {**asdict(self), "size_mb": round(self.size_mb, 3)}

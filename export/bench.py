@@ -109,8 +109,9 @@ def measure_throughput(path: str | Path, batch: int, threads: int | None = 2, in
     """Images/s the way OpenVINO's benchmark_app measures it: a model compiled for a static
     batch, the THROUGHPUT hint's streams each fed by its own infer request (async queue), run
     for `seconds`. A synchronous loop over a dynamic-batch model keeps one stream busy and
-    under-reported OpenVINO INT8 ViT-T by ~45 % (162 vs 293 img/s at batch 32). ONNX Runtime
-    and TensorRT runners have no streams here: static batch, sequential calls."""
+    under-reported OpenVINO INT8 badly; this way it agrees with benchmark_app on the same IR
+    (benchmarks/results/bench_vs_benchmark_app.md). ONNX Runtime and TensorRT runners have no
+    streams here: static batch, sequential calls."""
     if Path(path).suffix == ".xml":
         return _openvino_throughput(Path(path), batch, threads, inference_precision, seconds)
     from edgekd.export.runtimes import RunnerConfig, open_runner

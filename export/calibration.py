@@ -20,6 +20,7 @@ from edgekd.export import contract
 from edgekd.export.batches import load_batch
 
 DEFAULT_CALIB_SIZE = 300
+DEFAULT_VAL_SIZE = 2000  # the accuracy-aware INT8 search's slice (`build_validation`)
 
 
 class CalibrationWarning(UserWarning):
@@ -30,7 +31,6 @@ class CalibrationWarning(UserWarning):
 class CalibrationConfig:
     size: int = DEFAULT_CALIB_SIZE
     seed: int = 0
-    batch_size: int = 16  # for ONNX Runtime's calibrator (dynamic-batch model)
 
 
 @dataclass

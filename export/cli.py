@@ -3,6 +3,7 @@
 Exit codes: 0 = everything built and within thresholds; 1 = an artifact failed to build or
 broke a verify threshold (the report names which and why); 2 = bad input (EdgeKDError,
 printed by the dispatcher without a traceback). `bench` imports neither torch nor timm.
+The flags that only some targets read come from the registered targets (`option_table`).
 """
 
 from __future__ import annotations
@@ -14,11 +15,8 @@ import sys
 from pathlib import Path
 
 from edgekd.errors import EdgeKDError
-from edgekd.export.options import CALIB_METHODS, ORT_QUANT_FORMATS, PRECISIONS, TARGETS
-
-
-def _csv(s: str) -> tuple[str, ...]:
-    return tuple(x.strip() for x in s.split(",") if x.strip())
+from edgekd.export.options import option_table
+from edgekd.export.targets import PRECISIONS, TARGETS
 
 
 def add_drift_args(ap: argparse.ArgumentParser) -> None:
@@ -30,22 +28,15 @@ def add_drift_args(ap: argparse.ArgumentParser) -> None:
 
 
 def export_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="edgekd export", description="Export a trained student to ONNX / OpenVINO / "
-                                 "TensorRT, verify every artifact on the test split, time it, write a report.")
+    ap = argparse.ArgumentParser(prog="edgekd export", description="Export a trained student to "
+                                 f"{' / '.join(t.format for t in TARGETS.values())}, verify every artifact on the test "
+                                 "split, time it, write a report.")
     ap.add_argument("--run", type=Path, help="trainer run directory (or a .safetensors with its .json sidecar)")
     ap.add_argument("--target", default="all", help=f"one of {', '.join(TARGETS)}, a comma list (onnx,openvino) or all")
+    defaults = "; ".join(f"{name}: {'+'.join(t.default_precisions)}" for name, t in TARGETS.items())
     ap.add_argument("--precision", default=None, choices=[*PRECISIONS, "all"],
-                    help="default: the target's usual set (onnx: fp32+int8; openvino: fp32+fp16+int8; tensorrt: fp16+int8)")
+                    help=f"default: the target's usual set ({defaults})")
     ap.add_argument("--data", type=Path, help="test manifest JSON or dataset folder (default: RUN/data/test.json)")
-    ap.add_argument("--calib-data", type=Path, help="calibration manifest (default: RUN/data/train.json; never the test split)")
-    ap.add_argument("--calib-size", type=int, help="calibration images, class-stratified (default 300 or the whole split)")
-    ap.add_argument("--calib-method", choices=CALIB_METHODS, help="ONNX Runtime calibration (default minmax)")
-    ap.add_argument("--quant-format", choices=ORT_QUANT_FORMATS, help="ONNX Runtime INT8 form for the CPU artifact (default qoperator)")
-    ap.add_argument("--keep-float", type=_csv, help="comma list of op types / node-name substrings kept float "
-                    "(default per architecture: ViT LayerNormalization,Gelu,Erf,Softmax; ConvNeXt LayerNormalization)")
-    ap.add_argument("--val-size", type=int, help="INT8 accuracy control: validation images from the TRAINING manifest "
-                    "(default 2000, never calibration or test images; the agreement target rises on a smaller slice, so that its "
-                    "95 %% lower bound clears the verify bar)")
     ap.add_argument("--no-accuracy-control", action="store_true", help="INT8: plain PTQ, no keep-float search (faster, "
                     "may fail verify)")
     ap.add_argument("--out", type=Path, help="output folder (default RUN/export)")
@@ -58,20 +49,30 @@ def export_parser() -> argparse.ArgumentParser:
     ap.add_argument("--batch-size", type=int, default=32, help="verify batch (the last one may be partial)")
     ap.add_argument("--bench-iters", type=int, default=50)
     add_drift_args(ap)
-    g = ap.add_argument_group("TensorRT")
-    g.add_argument("--build-on-device", action="store_true",
+    g = ap.add_argument_group("target options", "each applies only to the targets and precisions in brackets")
+    for name, use in option_table().items():
+        o = use.option
+        g.add_argument(o.flag, dest=name, type=o.type, choices=o.choices,
+                       help=f"{o.help} [{'/'.join(use.targets)}: {'/'.join(o.precisions)}]")
+    d = ap.add_argument_group("TensorRT on the device")
+    d.add_argument("--build-on-device", action="store_true",
                    help="build an engine on THIS GPU from a shipped ONNX (--onnx); needs no torch and no run directory")
-    g.add_argument("--onnx", type=Path, help="the ONNX to build from with --build-on-device (model.int8.qdq.onnx for int8)")
-    g.add_argument("--min-batch", type=int)
-    g.add_argument("--opt-batch", type=int)
-    g.add_argument("--max-batch", type=int)
+    d.add_argument("--onnx", type=Path, help="the ONNX to build from with --build-on-device (model.int8.qdq.onnx for int8)")
     return ap
 
 
 def export_main(argv: list[str]) -> int:
     a = export_parser().parse_args(argv)
+    options = {name: getattr(a, name) for name in option_table()}
     if a.build_on_device or a.onnx:
-        return _build_on_device(a)
+        if not (a.build_on_device and a.onnx):
+            raise EdgeKDError("--build-on-device and --onnx go together: edgekd export --build-on-device --onnx model.onnx "
+                              "--precision fp16")
+        if a.target not in ("tensorrt", "all"):  # a comma list makes no sense here either
+            raise EdgeKDError(f"--build-on-device builds TensorRT engines; --target {a.target} makes no sense with it")
+        from edgekd.export.targets.tensorrt import build_on_device
+
+        return build_on_device(a.onnx, a.out or a.onnx.parent, a.precision, options)
     if a.run is None:
         raise EdgeKDError("--run RUN_DIR is required (or --build-on-device --onnx MODEL.onnx on a GPU device)")
     from edgekd.export.pipeline import ExportRequest, command_line, run_export
@@ -80,40 +81,12 @@ def export_main(argv: list[str]) -> int:
     thresholds = Thresholds.parse(a.threshold)
     thresholds.min_map_rank_corr = a.drift_threshold
     req = ExportRequest(
-        run=a.run, target=a.target, precision=a.precision, out=a.out, data=a.data, calib_data=a.calib_data,
-        calib_size=a.calib_size, calib_method=a.calib_method, quant_format=a.quant_format, keep_float=a.keep_float,
-        val_size=a.val_size, accuracy_control=not a.no_accuracy_control,
-        verify=not a.no_verify, bench=not a.no_bench, thresholds=thresholds, drift_images=a.drift_images, threads=a.threads,
-        batch_size=a.batch_size, bench_iters=a.bench_iters, min_batch=a.min_batch, opt_batch=a.opt_batch,
-        max_batch=a.max_batch, opset=a.opset, command=command_line(argv),
+        run=a.run, target=a.target, precision=a.precision, out=a.out, data=a.data, options=options,
+        accuracy_control=not a.no_accuracy_control, verify=not a.no_verify, bench=not a.no_bench, thresholds=thresholds,
+        drift_images=a.drift_images, threads=a.threads, batch_size=a.batch_size, bench_iters=a.bench_iters,
+        opset=a.opset, command=command_line(argv),
     )
     return run_export(req).exit_code
-
-
-def _build_on_device(a: argparse.Namespace) -> int:
-    from edgekd.export.options import check_options, plan_jobs
-
-    if not (a.build_on_device and a.onnx):
-        raise EdgeKDError("--build-on-device and --onnx go together: edgekd export --build-on-device --onnx model.onnx --precision fp16")
-    if a.target not in ("tensorrt", "all"):  # a comma list makes no sense here either
-        raise EdgeKDError(f"--build-on-device builds TensorRT engines; --target {a.target} makes no sense with it")
-    precision = a.precision or ("int8" if ".qdq" in a.onnx.name else "fp16" if ".fp16" in a.onnx.name else "fp32")
-    jobs = plan_jobs("tensorrt", precision)
-    check_options(jobs, {"min_batch": a.min_batch, "opt_batch": a.opt_batch, "max_batch": a.max_batch})
-    from edgekd.export import tensorrt_export as trtx
-
-    reason = trtx.tensorrt_unavailable_reason()
-    if reason:
-        raise EdgeKDError(f"cannot build a TensorRT engine here: {reason}")
-    out = a.out or a.onnx.parent
-    rc = 0
-    for job in jobs:
-        cfg = trtx.TrtBuildConfig(precision=job.precision, min_batch=a.min_batch or 1, opt_batch=a.opt_batch or 1,
-                                  max_batch=a.max_batch or 32)
-        engine = out / trtx.engine_name(a.onnx, job.precision)
-        sc = trtx.build_engine(a.onnx, engine, cfg)
-        print(f"built {engine} ({sc.device.gpu_name}, sm {sc.device.compute_capability}, TensorRT {sc.device.tensorrt_version})")
-    return rc
 
 
 def verify_main(argv: list[str]) -> int:
@@ -146,13 +119,13 @@ def verify_main(argv: list[str]) -> int:
         if not p.exists():
             raise EdgeKDError(f"{p}: no such artifact")
         md = read_metadata(p)
-        if md.get("weights_sha256") and src.meta.get("weights_sha256") and md["weights_sha256"] != src.meta["weights_sha256"]:
+        if md.get("weights_sha256") and src.meta.weights_sha256 and md["weights_sha256"] != src.meta.weights_sha256:
             raise EdgeKDError(f"{p} was exported from other weights (sha256 {md['weights_sha256'][:12]}..., the run's "
-                              f"{src.meta['weights_sha256'][:12]}...); verify it against the run it came from")
+                              f"{src.meta.weights_sha256[:12]}...); verify it against the run it came from")
         arts[str(p)] = (open_runner(p, RunnerConfig(threads=a.threads)), str(md.get("precision", "unknown")))
-    items = manifest_items(data, src.meta["classes"])
-    results = verify(arts, TorchRunner(src.weights, a.threads), iter_batches(items, src.meta["preprocess"], a.batch_size), thresholds,
-                     drift_images=a.drift_images)
+    items = manifest_items(data, src.meta.classes)
+    results = verify(arts, TorchRunner(src.weights, a.threads), iter_batches(items, src.meta.preprocess, a.batch_size),
+                     thresholds, drift_images=a.drift_images)
     rows = [ReportRow(Path(r.name).name, Path(r.name).suffix, r.precision, accuracy=r.accuracy, drop_pt=r.drop_pt,
                       agreement_pct=r.agreement_pct, max_abs_diff=r.max_abs_diff, mean_kl=r.mean_kl,
                       map_rank_corr=r.map_rank_corr, passed=r.passed,
@@ -185,7 +158,7 @@ def bench_main(argv: list[str]) -> int:
     a = ap.parse_args(argv)
     from edgekd.export.artifacts import artifact_files
     from edgekd.export.bench import BenchConfig, bench_runner, machine_info, measure_throughput
-    from edgekd.export.metadata import read_metadata
+    from edgekd.export.metadata import preprocess_dict, read_metadata
     from edgekd.export.runtimes import RunnerConfig, open_runner
 
     machine = machine_info()
@@ -205,7 +178,7 @@ def bench_main(argv: list[str]) -> int:
         if a.data:
             from edgekd.export.batches import iter_batches, manifest_items
 
-            sample = next(iter_batches(manifest_items(a.data)[:1], {k: md[k] for k in ("input_size", "mean", "std", "interpolation", "crop_pct")}))[0][0]
+            sample = next(iter_batches(manifest_items(a.data)[:1], preprocess_dict(md)))[0][0]
         size = sum(f.stat().st_size for f in artifact_files(p)) / 1e6
         r = bench_runner(runner, chw, p.name, str(md.get("precision", "?")), cfg, size_mb=size, sample=sample)
         if a.throughput_batch:

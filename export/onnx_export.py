@@ -1,10 +1,10 @@
 """PyTorch -> ONNX: a dynamic-batch model plus a static batch-1 model, checked and slimmed.
 
-Why the legacy exporter (`dynamo=False`): on this toolchain it exports ViT-T/ConvNeXt-F in
-< 1 s with max |diff| < 1.5e-6, while the dynamo exporter fails on ConvNeXt with a dynamic
-batch from a batch-1 example (toolchain-notes.md). The static batch-1 model lets runtimes
-fold every shape computation for latency. onnxslim removes the shape plumbing the exporter
-emits (ViT 503 -> 419 nodes) with identical outputs. Default opset 20 (see OnnxExportConfig).
+Why the legacy exporter (`dynamo=False`): on this toolchain it exports ViT and ConvNeXt fast
+and exactly, while the dynamo exporter fails on ConvNeXt with a dynamic batch from a batch-1
+example (seen when this was chosen; not recorded in benchmarks/results). The static batch-1
+model lets runtimes fold every shape computation for latency. onnxslim removes the shape
+plumbing the exporter emits with identical outputs. Default opset 20 (see OnnxExportConfig).
 ViT attention is exported with separate q/k/v projections (export/attention.py) so that ONNX
 Runtime's transformer optimizer can fuse it.
 """
@@ -14,10 +14,13 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgekd.export import metadata as md_mod
 from edgekd.export.attention import export_friendly
+
+if TYPE_CHECKING:
+    from edgekd.shared.card import StudentCard
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -26,8 +29,8 @@ OUTPUT_NAME = "logits"
 @dataclass
 class OnnxExportConfig:
     # 20: GELU is one `Gelu` op. At 17/18 it is an Erf subgraph that ORT fuses in the float model
-    # but not once Q/DQ nodes surround it: ConvNeXt-F ORT INT8 measured 76.8 ms (opset 17) vs
-    # 53.5 ms (opset 20) under load, FP32 65-67 ms either way. Use 17 for TensorRT < 10.
+    # but not once Q/DQ nodes surround it, so ConvNeXt-F ORT INT8 ran much slower at 17 while FP32
+    # did not change (measured when chosen; not recorded in benchmarks/results). Use 17 for TensorRT < 10.
     opset: int = 20
     slim: bool = True
     static_batch: int = 1  # the latency model's batch (0 = don't write one)
@@ -65,7 +68,7 @@ def finalize_onnx(path: Path, md: dict, slim: bool = True) -> None:
     onnx.save(proto, str(path))
 
 
-def export_onnx(model: Any, meta: dict, out_dir: Path, cfg: OnnxExportConfig | None = None) -> OnnxExport:
+def export_onnx(model: Any, meta: StudentCard, out_dir: Path, cfg: OnnxExportConfig | None = None) -> OnnxExport:
     """Write `model.onnx` (dynamic batch) and `model.b1.onnx` (static batch 1) into out_dir."""
     import torch
 
@@ -76,7 +79,7 @@ def export_onnx(model: Any, meta: dict, out_dir: Path, cfg: OnnxExportConfig | N
         raise EdgeKDError(f"--opset {cfg.opset}: opset >= 17 is required (LayerNormalization as one op)")
     out_dir.mkdir(parents=True, exist_ok=True)
     model, _ = export_friendly(model.eval())
-    c, h, w = meta["preprocess"]["input_size"]
+    c, h, w = meta.preprocess["input_size"]
     md = md_mod.artifact_metadata(meta, "fp32", INPUT_NAME, OUTPUT_NAME)
     dyn = out_dir / "model.onnx"
     with torch.inference_mode():

@@ -3,15 +3,15 @@
 Why from the ONNX (not the torch module): one traced graph feeds every target, so every
 artifact comes from the same weights, and the conversion needs no torch. Why NNCF on the
 OpenVINO model: NNCF's torch backend compiles a C++ extension on first use (minutes, and a
-killed build leaves a lock that hangs later runs). ViTs need `ModelType.TRANSFORMER`
-(agreement 75% -> 98% on ViT-T in toolchain-notes.md), which keeps LayerNorm/Softmax/GELU
-in float and uses the transformer-aware scheme. FP16-compressed IR halves the file; on CPU
+killed build leaves a lock that hangs later runs). ViTs need `ModelType.TRANSFORMER`, which
+keeps LayerNorm/Softmax/GELU in float and uses the transformer-aware scheme (without it ViT
+agreement collapsed when this was chosen; that run is not recorded in benchmarks/results). FP16-compressed IR halves the file; on CPU
 it computes in the runtime's inference precision (f32 or bf16) like the FP32 IR.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -19,6 +19,7 @@ import numpy as np
 
 from edgekd.export import metadata as md_mod
 from edgekd.export.calibration import CalibrationSet, nncf_dataset
+from edgekd.export.int8_accuracy import AccuracySearch, QuantReport, SearchTry
 from edgekd.export.ort_quant import arch_family
 
 if TYPE_CHECKING:
@@ -64,8 +65,8 @@ def save_ir(model: Any, path: Path, precision: str) -> Path:
     return path
 
 
-def _nncf_kwargs(model: Any, calib: CalibrationSet, architecture: str, cfg: OpenVINOQuantConfig) -> tuple[dict, dict]:
-    """NNCF arguments shared by plain PTQ and accuracy control -> (kwargs, report info)."""
+def _nncf_kwargs(model: Any, calib: CalibrationSet, architecture: str, cfg: OpenVINOQuantConfig) -> dict[str, Any]:
+    """NNCF arguments shared by plain PTQ and accuracy control."""
     import nncf
 
     family = arch_family(architecture)
@@ -76,23 +77,24 @@ def _nncf_kwargs(model: Any, calib: CalibrationSet, architecture: str, cfg: Open
         kwargs["preset"] = nncf.QuantizationPreset(cfg.preset)
     keep_mm = family == "vit" if cfg.keep_activation_matmuls is None else cfg.keep_activation_matmuls
     names = activation_matmul_names(model) if keep_mm else []
-    # OpenVINO fuses attention into ScaledDotProductAttention: keep it float for ViTs
-    # (fine-tuned ViT-T: agreement 97.7% -> 98.0%, latency unchanged within noise)
+    # OpenVINO fuses attention into ScaledDotProductAttention: keep it float for ViTs (on a
+    # fine-tuned ViT-T that raised agreement at no measurable latency; not in benchmarks/results)
     types = list(cfg.ignored_types) + (["ScaledDotProductAttention"] if keep_mm else [])
     if types or names:
         kwargs["ignored_scope"] = nncf.IgnoredScope(types=types, names=names, validate=False)
     kwargs.update(cfg.extra)
-    info = {"model_type": "transformer" if family == "vit" else "default", "preset": cfg.preset,
-            "float_activation_matmuls": len(names), "calib_images": len(calib), "fast_bias_correction": cfg.fast_bias_correction}
-    return kwargs, info
+    return kwargs
 
 
-def quantize_ir(model: Any, calib: CalibrationSet, architecture: str, cfg: OpenVINOQuantConfig | None = None) -> tuple[Any, dict]:
-    """NNCF PTQ of an `openvino.Model` on the calibration set -> (int8 model, report dict)."""
+def quantize_ir(model: Any, calib: CalibrationSet, architecture: str,
+                cfg: OpenVINOQuantConfig | None = None) -> tuple[Any, QuantReport]:
+    """NNCF PTQ of an `openvino.Model` on the calibration set -> (int8 model, report)."""
     import nncf
 
-    kwargs, info = _nncf_kwargs(model, calib, architecture, cfg or OpenVINOQuantConfig())
-    return nncf.quantize(model, nncf_dataset(calib), **kwargs), info
+    kwargs = _nncf_kwargs(model, calib, architecture, cfg or OpenVINOQuantConfig())
+    scheme = f"NNCF PTQ ({'transformer' if arch_family(architecture) == 'vit' else 'default'})"
+    report = QuantReport(scheme, len(calib), float_nodes=[], float_nodes_label="float nodes added by accuracy control")
+    return nncf.quantize(model, nncf_dataset(calib), **kwargs), report
 
 
 def float_compute_ops(model: Any) -> list[str]:
@@ -111,36 +113,35 @@ def compiled_predict(model: Any, threads: int = 2) -> Callable[[np.ndarray], np.
 
 
 def quantize_accuracy_aware(model: Any, calib: CalibrationSet, val: "ValidationSet", architecture: str,
-                            target: "AccuracyTarget", cfg: OpenVINOQuantConfig | None = None, threads: int = 2) -> tuple[Any, dict]:
+                            target: "AccuracyTarget", cfg: OpenVINOQuantConfig | None = None,
+                            threads: int = 2) -> tuple[Any, QuantReport]:
     """Plain NNCF PTQ, then `nncf.quantize_with_accuracy_control` (metric: top-1 agreement with
     PyTorch; it reverts the most harmful quantizers to float) while the candidate misses `target`
     on the search half of the validation slice or fails certification on the other half; after a
-    failed certification the search goal rises by the shortfall (twice at most). The report dict
-    lists the compute ops left in float and the batch-1 latency of both candidates."""
+    failed certification the search goal rises by the shortfall (twice at most). The report lists
+    the compute ops accuracy control left in float, every try and the batch-1 latency of both."""
     from edgekd.export.int8_accuracy import paired_batch1_ms, score_predict, search_and_check
 
     cfg = cfg or OpenVINOQuantConfig()
     search, goal, check, pass_check = search_and_check(val, target)
-    qmodel, info = quantize_ir(model.clone(), calib, architecture, cfg)
+    qmodel, report = quantize_ir(model.clone(), calib, architecture, cfg)
     all_int8, base_float = qmodel, set(float_compute_ops(qmodel))
-    steps: list[dict] = []
+    tries: list[SearchTry] = []
     for attempt in range(4):
         predict = compiled_predict(qmodel, threads)
         s, c = score_predict(predict, search), score_predict(predict, check)
-        steps.append({"method": "nncf.quantize" if attempt == 0 else "nncf.quantize_with_accuracy_control",
-                      "goal": f"{goal.min_agreement_pct:.2f} %", "validation": str(s), "certification": str(c)})
+        method = "nncf.quantize" if attempt == 0 else "nncf.quantize_with_accuracy_control"
+        tries.append(SearchTry(method, goal.min_agreement_pct, s, c))
         certified, stuck = s.meets(goal) and c.meets(pass_check), s.meets(goal) and goal.min_agreement_pct >= 100
         if certified or stuck or attempt == 3:
             break
         if s.meets(goal):  # met on the search half, not on the held-back half: aim higher
             goal = goal.raised(max(pass_check.min_agreement_pct - c.agreement_pct, 0.1))
         qmodel = _accuracy_control(model, calib, search, architecture, cfg, goal)
-    info["latency_all_int8_ms"], info["latency_ms"] = paired_batch1_ms(
-        compiled_predict(all_int8, threads), compiled_predict(qmodel, threads), val.x[:1])
-    info.update(search_steps=steps, validation=str(s), certification=str(c), validation_images=len(search),
-                certification_images=len(check), target_met=c.meets(pass_check), target=str(pass_check),
-                float_nodes=sorted(set(float_compute_ops(qmodel)) - base_float))
-    return qmodel, info
+    lat_all, lat = paired_batch1_ms(compiled_predict(all_int8, threads), compiled_predict(qmodel, threads), val.x[:1])
+    added = sorted(set(float_compute_ops(qmodel)) - base_float)
+    search_report = AccuracySearch(tries, len(search), len(check), pass_check, lat_all, lat)
+    return qmodel, replace(report, float_nodes=added, searched_float_nodes=added, search=search_report)
 
 
 def _accuracy_control(model: Any, calib: CalibrationSet, search: "ValidationSet", architecture: str,
@@ -148,7 +149,7 @@ def _accuracy_control(model: Any, calib: CalibrationSet, search: "ValidationSet"
     """NNCF's accuracy-aware PTQ aiming at `goal` agreement with PyTorch on the search images."""
     import nncf
 
-    kwargs, _ = _nncf_kwargs(model, calib, architecture, cfg)
+    kwargs = _nncf_kwargs(model, calib, architecture, cfg)
     items = [(search.x[i : i + 1], int(search.ref_pred[i])) for i in range(len(search))]
 
     def agreement(compiled: Any, data: Any) -> float:

@@ -1,70 +1,36 @@
-"""The ONE table of what each export target accepts, checked before any work starts.
+"""What an export plan may contain, checked before any work starts.
 
-Why: a wrong combination (e.g. `--target onnx --precision fp16`) should fail in
-milliseconds with the reason and the fix, not after a minute of exporting. Every CLI flag
-that only means something for some targets/precisions is declared here too.
-
-Decisions (documented in README "Export"):
-- onnx: fp32 (plain ONNX, dynamic batch + static batch-1) and int8 (ONNX Runtime static
-  quantization). No fp16: ONNX Runtime's CPU provider has no fp16 kernels for most ops (it
-  would insert casts and run slower than fp32); FP16 is served by OpenVINO (FP16-compressed
-  IR) and TensorRT.
-- openvino: fp32 (IR), fp16 (IR with FP16-compressed weights), int8 (NNCF PTQ).
-- tensorrt: fp32, fp16, int8 (explicit quantization from the Q/DQ ONNX). Engines need an
-  NVIDIA GPU; without one the ONNX inputs are still written and the engine is reported as
-  skipped with the reason (build it on the device with `--build-on-device`).
+Why: a wrong combination (e.g. `--target onnx --precision fp16`) should fail in milliseconds
+with the reason and the fix, not after a minute of exporting. Nothing here is written by
+hand: the target table is the registry (`edgekd.export.targets.TARGETS`: each target's
+precisions, defaults and why it refuses the others) and the option table is derived from the
+options each registered target declares.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Mapping
 
 from edgekd.errors import EdgeKDError
-
-TARGETS = ("onnx", "openvino", "tensorrt")
-PRECISIONS = ("fp32", "fp16", "int8")
-CALIB_METHODS = ("minmax", "entropy", "percentile")
-ORT_QUANT_FORMATS = ("qoperator", "qdq", "qdq_s8s8")
+from edgekd.export.targets import PRECISIONS, TARGETS, Option
 
 
 @dataclass(frozen=True)
-class TargetSpec:
-    """What one target accepts; `why_not` explains each precision it refuses."""
+class OptionUse:
+    """One row of the option table: a flag and the registered targets that read it."""
 
-    precisions: tuple[str, ...]
-    default_precisions: tuple[str, ...]
-    why_not: dict[str, str] = field(default_factory=dict)
-    needs_gpu: bool = False
+    option: Option
+    targets: tuple[str, ...]
 
 
-TARGET_TABLE: dict[str, TargetSpec] = {
-    "onnx": TargetSpec(
-        precisions=("fp32", "int8"),
-        default_precisions=("fp32", "int8"),
-        why_not={
-            "fp16": "ONNX Runtime's CPU provider has no fp16 kernels for most ops, so an fp16 ONNX "
-            "runs slower than fp32 there; use --target openvino --precision fp16 (CPU) or "
-            "--target tensorrt --precision fp16 (GPU)",
-        },
-    ),
-    "openvino": TargetSpec(precisions=("fp32", "fp16", "int8"), default_precisions=("fp32", "fp16", "int8")),
-    "tensorrt": TargetSpec(precisions=("fp32", "fp16", "int8"), default_precisions=("fp16", "int8"), needs_gpu=True),
-}
-
-#: flag -> (targets it applies to, precisions it applies to, human name)
-OPTION_TABLE: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "calib_size": (("onnx", "openvino", "tensorrt"), ("int8",)),
-    "calib_method": (("onnx", "tensorrt"), ("int8",)),
-    "calib_data": (("onnx", "openvino", "tensorrt"), ("int8",)),
-    "quant_format": (("onnx",), ("int8",)),
-    "keep_float": (("onnx", "tensorrt"), ("int8",)),
-    "val_size": (("onnx", "openvino"), ("int8",)),
-    "build_on_device": (("tensorrt",), ("fp32", "fp16", "int8")),
-    "onnx": (("tensorrt",), ("fp32", "fp16", "int8")),
-    "min_batch": (("tensorrt",), ("fp32", "fp16", "int8")),
-    "opt_batch": (("tensorrt",), ("fp32", "fp16", "int8")),
-    "max_batch": (("tensorrt",), ("fp32", "fp16", "int8")),
-}
+def option_table() -> dict[str, OptionUse]:
+    """Option name -> who reads it, in registration order (the CLI lists the flags in this order)."""
+    table: dict[str, OptionUse] = {}
+    for target in TARGETS.values():
+        for o in target.options:
+            table[o.name] = OptionUse(o, (*table[o.name].targets, target.name) if o.name in table else (target.name,))
+    return table
 
 
 @dataclass(frozen=True)
@@ -95,13 +61,13 @@ def plan_jobs(target: str, precision: str | None) -> list[Job]:
     if not names:
         raise EdgeKDError("--target is empty; choose one or a comma list of " + ", ".join(TARGETS) + ", or all")
     if "all" in names:
-        jobs = [Job(t, p) for t in TARGETS for p in TARGET_TABLE[t].default_precisions]
+        jobs = [Job(t, p) for t, spec in TARGETS.items() for p in spec.default_precisions]
         return jobs if precision in (None, "all") else [j for j in jobs if j.precision == precision]
     return [j for t in TARGETS if t in names for j in _target_jobs(t, precision)]
 
 
 def _target_jobs(target: str, precision: str | None) -> list[Job]:
-    spec = TARGET_TABLE[target]
+    spec = TARGETS[target]
     if precision is None:
         return [Job(target, p) for p in spec.default_precisions]
     if precision == "all":
@@ -115,27 +81,24 @@ def _target_jobs(target: str, precision: str | None) -> list[Job]:
     return [Job(target, precision)]
 
 
-def check_options(jobs: list[Job], given: dict[str, object]) -> None:
-    """Refuse flags that no planned job would use (e.g. `--calib-size` with fp32 only)."""
-    for opt, value in given.items():
-        if value is None or value is False or opt not in OPTION_TABLE:
+def check_options(jobs: list[Job], given: Mapping[str, object]) -> None:
+    """Refuse flags that no planned job would use (e.g. `--calib-size` with fp32 only) and values
+    the flag or a planned target does not accept."""
+    table = option_table()
+    for name, value in given.items():
+        if value is None or name not in table:
             continue
-        targets, precisions = OPTION_TABLE[opt]
-        if not any(j.target in targets and j.precision in precisions for j in jobs):
-            flag = "--" + opt.replace("_", "-")
+        o, targets = table[name].option, table[name].targets
+        if not any(j.target in targets and j.precision in o.precisions for j in jobs):
             planned = ", ".join(j.name for j in jobs) or "nothing"
             raise EdgeKDError(
-                f"{flag} has no effect here: it applies to target(s) {'/'.join(targets)} with "
-                f"precision(s) {'/'.join(precisions)}, but the plan is: {planned}. Drop {flag} or "
+                f"{o.flag} has no effect here: it applies to target(s) {'/'.join(targets)} with "
+                f"precision(s) {'/'.join(o.precisions)}, but the plan is: {planned}. Drop {o.flag} or "
                 "change --target/--precision"
             )
-    if given.get("calib_method") not in (None, *CALIB_METHODS):
-        raise EdgeKDError(f"--calib-method must be one of {', '.join(CALIB_METHODS)}")
-    if given.get("quant_format") not in (None, *ORT_QUANT_FORMATS):
-        raise EdgeKDError(f"--quant-format must be one of {', '.join(ORT_QUANT_FORMATS)}")
-    size = given.get("calib_size")
-    if size is not None and int(size) < 1:  # type: ignore[arg-type]
-        raise EdgeKDError("--calib-size must be >= 1")
-    b = [given.get(k) for k in ("min_batch", "opt_batch", "max_batch")]
-    if all(v is not None for v in b) and not (1 <= b[0] <= b[1] <= b[2]):  # type: ignore[operator]
-        raise EdgeKDError(f"TensorRT profile needs 1 <= min <= opt <= max batch, got {b[0]}/{b[1]}/{b[2]}")
+        if o.choices is not None and value not in o.choices:
+            raise EdgeKDError(f"{o.flag} must be one of {', '.join(o.choices)}")
+        if o.minimum is not None and int(value) < o.minimum:  # type: ignore[call-overload]
+            raise EdgeKDError(f"{o.flag} must be >= {o.minimum}")
+    for target in dict.fromkeys(j.target for j in jobs):
+        TARGETS[target].check_options(given)

@@ -1,11 +1,12 @@
 """ONNX Runtime static INT8: QOperator U8S8 for the CPU artifact, symmetric QDQ for TensorRT.
 
-Why these settings (toolchain-notes.md, re-measured in benchmarks/export_cpu.py):
-- only Conv/MatMul/Gemm are quantized: quantizing every op collapsed ViT agreement to 74%;
+Why these settings (the forms are timed side by side in benchmarks/results/export_cpu.md):
+- only Conv/MatMul/Gemm are quantized: quantizing every op type broke ViT agreement when these
+  defaults were chosen (that run is not recorded in benchmarks/results);
 - per-architecture ops stay float (LayerNorm/GELU/Softmax in ViTs, LayerNorm in ConvNeXt),
   configurable via `keep_float` (op types or node-name substrings);
-- CPU: QOperator U8S8 was the fastest ORT form on x86 (QDQ S8S8 ran slower than FP32 for
-  ConvNeXt); the format is configurable (`qoperator` | `qdq`);
+- CPU: QOperator U8S8 is the fastest ORT form on x86 (QDQ S8S8 runs slower than FP32 for
+  ConvNeXt); the format is configurable (`QUANT_FORMATS`);
 - TensorRT: explicit quantization needs symmetric INT8 Q/DQ pairs (zero point 0) on both
   activations and per-channel weights; TensorRT fuses them itself, no calibrator.
 """
@@ -20,25 +21,27 @@ import numpy as np
 
 from edgekd.export import metadata as md_mod
 from edgekd.export.calibration import CalibrationSet
+from edgekd.export.int8_accuracy import AccuracySearch, QuantReport, SearchTry
 
 if TYPE_CHECKING:
     from edgekd.export.int8_accuracy import AccuracyTarget, ValidationSet
 
 BASE_OP_TYPES = ("Conv", "MatMul", "Gemm")
+QUANT_FORMATS = ("qoperator", "qdq", "qdq_s8s8")  # QOperator U8S8, QDQ U8S8, QDQ S8S8
+CALIB_METHODS = ("minmax", "entropy", "percentile")
 
 #: pseudo op type: a MatMul whose inputs are both activations (attention q@k^T and attn@v)
 ACTIVATION_MATMUL = "ActivationMatMul"
 
 #: architecture family -> ops kept in float (quantizing them is known to hurt accuracy).
-#: ViT attention matmuls: measured on a fine-tuned ViT-T (300 Fashion-MNIST test images),
-#: quantizing them gave 97.0% top-1 agreement and 64 ms; keeping them float 98.7% and 52 ms
-#: (their per-call dynamic Q/DQ costs more than the int8 GEMM saves on 197x197 tiles).
+#: ViT attention matmuls: quantizing them lowered agreement on a fine-tuned ViT-T and made it
+#: slower, since their per-call dynamic Q/DQ costs more than the int8 GEMM saves on 197x197
+#: tiles (measured when chosen; not recorded in benchmarks/results).
 KEEP_FLOAT_BY_FAMILY: dict[str, tuple[str, ...]] = {
     "vit": ("LayerNormalization", "Gelu", "Erf", "Softmax", ACTIVATION_MATMUL),
     "convnext": ("LayerNormalization",),
-    # EfficientNet-Lite0 (offline preset, 64 px, 1000 test images): everything int8 gave 91.6%
-    # agreement / 1.2 pt drop; the stem and depthwise convs in float 97.7% / 0.1 pt
-    # (benchmarks/results/lite0_int8_keep_float.md).
+    # EfficientNet-Lite0: the stem and depthwise convs in float recover most of the agreement
+    # that all-INT8 loses (benchmarks/results/lite0_int8_keep_float.md).
     "efficientnet": ("conv_stem", "conv_dw"),
     "cnn": (),
 }
@@ -57,16 +60,16 @@ def arch_family(architecture: str) -> str:
 
 # onnxruntime.transformers fusions before quantizing: all = SkipLayerNormalization, BiasGelu and
 # Attention (float: static quantization has no QAttention); no-attention = the first two, so the
-# q/k/v GEMMs stay INT8; none (the default). On ViT-T (AMD EPYC, AVX-512 VNNI, ORT 1.32) INT8 was
-# fastest with none, then no-attention, then all: the fused float kernels split the QLinear chains,
-# and ORT's own session-level fusions do better (measured side by side in export_cpu.md).
+# q/k/v GEMMs stay INT8; none (the default). On ViT-T INT8 is fastest with none, then
+# no-attention, then all: the fused float kernels split the QLinear chains, and ORT's own
+# session-level fusions do better (benchmarks/results/export_cpu.md).
 FUSION_MODES = ("all", "no-attention", "none")
 
 
 @dataclass
 class OrtQuantConfig:
-    quant_format: str = "qoperator"  # qoperator (U8S8) | qdq (U8S8) | qdq_s8s8
-    calib_method: str = "minmax"  # minmax | entropy | percentile
+    quant_format: str = "qoperator"  # one of QUANT_FORMATS
+    calib_method: str = "minmax"  # one of CALIB_METHODS
     per_channel: bool = True
     symmetric_activations: bool = False  # True for TensorRT (S8 activations, zero point 0)
     reduce_range: bool = False  # set for CPUs without VNNI (7-bit weights avoid u8s8 saturation)
@@ -186,7 +189,8 @@ def prepare_float(src: Path, dst: Path, architecture: str, cfg: OrtQuantConfig) 
     return [f"{k} x{v}" for k, v in opt.get_fused_operator_statistics().items() if v]
 
 
-def quantize_onnx(src: Path, dst: Path, calib: CalibrationSet, architecture: str, cfg: OrtQuantConfig | None = None) -> dict:
+def quantize_onnx(src: Path, dst: Path, calib: CalibrationSet, architecture: str,
+                  cfg: OrtQuantConfig | None = None) -> QuantReport:
     """Static INT8 quantization of `src` into `dst`; returns what was done (for the report)."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -217,15 +221,15 @@ def quantize_onnx(src: Path, dst: Path, calib: CalibrationSet, architecture: str
     md_mod.set_onnx_metadata(q, {**src_md, "precision": "int8"})
     onnx.checker.check_model(q)
     onnx.save(q, str(dst))
-    return {
-        "quant_format": cfg.quant_format, "activation": "s8" if s8_act else "u8",
-        "weights": "s8 per-channel" if cfg.per_channel else "s8 per-tensor", "calib_method": cfg.calib_method,
-        "calib_images": len(calib), "op_types": op_types, "kept_float_op_types": kept_types,
-        "float_nodes": excluded, "searched_float_nodes": list(cfg.exclude_nodes),
-        "compute_nodes": sum(n.op_type in cfg.op_types for n in proto.graph.node),
-        "float_compute_nodes": sum(n.op_type in cfg.op_types and n.name in excluded for n in proto.graph.node),
-        "reduce_range": cfg.reduce_range, "fusions": fusions,
-    }
+    weights = "s8 per-channel" if cfg.per_channel else "s8 per-tensor"
+    return QuantReport(
+        scheme=(f"ORT static {cfg.quant_format} {'s8' if s8_act else 'u8'}/{weights}"
+                f"{', reduce_range' if cfg.reduce_range else ''}, {cfg.calib_method}"),
+        calib_images=len(calib), float_nodes=excluded,
+        compute_nodes=sum(n.op_type in cfg.op_types for n in proto.graph.node),
+        float_compute_nodes=sum(n.op_type in cfg.op_types and n.name in excluded for n in proto.graph.node),
+        float_op_types=kept_types, fusions=fusions, searched_float_nodes=list(cfg.exclude_nodes),
+    )
 
 
 def _tensors(model: Any, names: list[str], x: np.ndarray) -> dict[str, np.ndarray]:
@@ -288,11 +292,11 @@ def search_schedule(n: int) -> list[int]:
 
 
 def quantize_accuracy_aware(src: Path, dst: Path, calib: CalibrationSet, val: "ValidationSet", architecture: str,
-                            cfg: OrtQuantConfig, target: "AccuracyTarget", threads: int = 2) -> dict:
+                            cfg: OrtQuantConfig, target: "AccuracyTarget", threads: int = 2) -> QuantReport:
     """Quantize; while the candidate misses `target` on the search half of the validation slice
     or fails certification on the other half, revert more of the most sensitive nodes to float
-    (1, 2, 4, ... by `rank_sensitivity`). Returns the report dict, incl. the nodes kept float and
-    the batch-1 latency of the all-INT8 candidate vs the result."""
+    (1, 2, 4, ... by `rank_sensitivity`). The report lists the nodes kept float, every try and
+    the batch-1 latency of the first candidate vs the result."""
     import shutil
     import tempfile
 
@@ -300,35 +304,30 @@ def quantize_accuracy_aware(src: Path, dst: Path, calib: CalibrationSet, val: "V
     from edgekd.export.runtimes import RunnerConfig, open_runner
 
     search, goal, check, pass_check = search_and_check(val, target)
+    tries: list[SearchTry] = []
 
-    def trial(c: OrtQuantConfig, k: int) -> tuple[dict, bool]:
-        info = quantize_onnx(src, dst, calib, architecture, c)
+    def trial(c: OrtQuantConfig, k: int) -> tuple[QuantReport, bool]:
+        report = quantize_onnx(src, dst, calib, architecture, c)
         predict = open_runner(dst, RunnerConfig(threads=threads)).predict
         s, ch = score_predict(predict, search), score_predict(predict, check)
-        steps.append({"float_nodes": k, "validation": str(s), "certification": str(ch)})
-        info.update(validation=str(s), certification=str(ch), target_met=ch.meets(pass_check))
-        return info, s.meets(goal) and ch.meets(pass_check)
+        tries.append(SearchTry(f"{k} most sensitive nodes float", goal.min_agreement_pct, s, ch))
+        return report, s.meets(goal) and ch.meets(pass_check)
 
     def runner(path: Path) -> Any:
         return open_runner(path, RunnerConfig(threads=threads, static_batch=1)).predict
 
-    steps: list[dict] = []
-    info, ok = trial(cfg, 0)
-    ranked: list[tuple[str, float]] = []
+    report, ok = trial(cfg, 0)
     with tempfile.TemporaryDirectory() as d:
         all_int8 = Path(d) / "all_int8.onnx"
         shutil.copy(dst, all_int8)
         if not ok:
             ranked = rank_sensitivity(src, calib, architecture, cfg, search.x[:32], Path(d))
             for k in search_schedule(len(ranked)):
-                info, ok = trial(replace(cfg, exclude_nodes=tuple(n for n, _ in ranked[:k])), k)
+                report, ok = trial(replace(cfg, exclude_nodes=tuple(n for n, _ in ranked[:k])), k)
                 if ok:
                     break
         lat_all, lat = paired_batch1_ms(runner(all_int8), runner(dst), val.x[:1])
-    info.update(latency_all_int8_ms=lat_all, latency_ms=lat, search_steps=steps, validation_images=len(search),
-                certification_images=len(check), target=str(pass_check),
-                sensitivity_top=[(n, round(v, 6)) for n, v in ranked[:8]])
-    return info
+    return replace(report, search=AccuracySearch(tries, len(search), len(check), pass_check, lat_all, lat))
 
 
 def count_qdq_pairs(path: Path) -> tuple[int, int]:

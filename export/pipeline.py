@@ -1,9 +1,11 @@
-"""`edgekd export`: plan -> build -> verify -> bench -> report, one artifact per job.
+"""`edgekd export`: plan -> ONNX -> calibrate -> build each target -> verify -> bench -> report.
 
-Why one orchestrator: the order matters (options checked before any work; every artifact
+Why one orchestrator: the order matters (options checked before any work; every artifact is
 built from the same ONNX, which comes from the same saved weights; one calibration set for
-ORT and NNCF; verify streams the test split once through all artifacts). Each target's
-build is a call into its own module; a failing build is recorded, not fatal to the others.
+every INT8 artifact; verify streams the test split once through all artifacts). Each step
+takes what it needs and returns a small result; what differs between formats lives in the
+registered targets (`edgekd.export.targets`). A target whose build fails is recorded and the
+others go on; an EdgeKDError (bad user input) still stops the export.
 """
 
 from __future__ import annotations
@@ -15,17 +17,23 @@ import traceback
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgekd.errors import EdgeKDError
-from edgekd.export import options as opt
 from edgekd.export.artifacts import Artifact
-from edgekd.export.bench import BenchConfig, bench_runner, machine_info
+from edgekd.export.bench import BenchConfig, BenchResult, bench_runner, machine_info
+from edgekd.export.calibration import DEFAULT_CALIB_SIZE, DEFAULT_VAL_SIZE
+from edgekd.export.options import Job, check_options, plan_jobs
 from edgekd.export.report import ReportRow, print_table, write_report
 from edgekd.export.runtimes import RunnerConfig, open_runner
+from edgekd.export.targets import CALIB_DATA, CALIB_SIZE, TARGETS, VAL_SIZE, BuildInputs, Int8Inputs, Target
 from edgekd.export.verify import Thresholds, VerifyResult, verify
+
+if TYPE_CHECKING:
+    from edgekd.export.onnx_export import OnnxExport
+    from edgekd.export.source import RunSource, TorchRunner
 
 
 @dataclass
@@ -35,13 +43,8 @@ class ExportRequest:
     precision: str | None = None
     out: Path | None = None
     data: Path | None = None  # test manifest override (default: the run's data/test.json)
-    calib_data: Path | None = None  # calibration manifest override (default: the run's data/train.json)
-    calib_size: int | None = None
-    calib_method: str | None = None
-    quant_format: str | None = None
-    keep_float: tuple[str, ...] | None = None
+    options: dict[str, object] = field(default_factory=dict)  # the targets' options: Option.name -> value (None = not given)
     accuracy_control: bool = True  # INT8: revert the most sensitive nodes to float until the target holds
-    val_size: int | None = None  # INT8 validation slice from the training manifest (default 2000)
     verify: bool = True
     bench: bool = True
     thresholds: Thresholds = field(default_factory=Thresholds)
@@ -50,15 +53,7 @@ class ExportRequest:
     batch_size: int = 32
     bench_iters: int = 50
     opset: int = 20
-    # TensorRT
-    min_batch: int | None = None
-    opt_batch: int | None = None
-    max_batch: int | None = None
     command: str = ""
-
-    def given_options(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("calib_size", "calib_method", "calib_data", "quant_format", "keep_float",
-                                               "val_size", "min_batch", "opt_batch", "max_batch")}
 
 
 @dataclass
@@ -70,42 +65,69 @@ class ExportSummary:
     exit_code: int
 
 
-@dataclass
-class _Ctx:
-    """Everything the build/verify/bench/report steps share."""
+@dataclass(frozen=True)
+class Plan:
+    """What was checked before any work: the jobs, the run and the manifests they read."""
 
-    req: ExportRequest
-    jobs: list[opt.Job]
-    src: Any
+    jobs: list[Job]
+    src: RunSource
     out: Path
     test_data: Path | None
-    calib_src: Path | None
-    trt_reason: str | None
-    torch_runner: Any = None
-    onnx_files: Any = None
-    onnx_seconds: float = 0.0
-    calib: Any = None
-    val: Any = None
-    notes: list[str] = field(default_factory=list)
-    ov_float: Any = None
+    calib_data: Path | None  # --calib-data or the run's training manifest
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The PyTorch model every artifact is compared to, and the ONNX every target starts from."""
+
+    torch: TorchRunner
+    onnx: OnnxExport
+    onnx_seconds: float
+
+
+@dataclass(frozen=True)
+class Calibrated:
+    int8: Int8Inputs | None  # None when no INT8 job is planned
+    notes: list[str]
+
+
+@dataclass(frozen=True)
+class Built:
+    artifacts: list[Artifact]
+    notes: list[str]  # the traceback of each failed build
+
+    @property
+    def ok(self) -> list[Artifact]:
+        return [a for a in self.artifacts if a.status == "ok"]
+
+
+@dataclass(frozen=True)
+class Verified:
+    results: list[VerifyResult]
+    test_images: int
+
+
+@dataclass(frozen=True)
+class Benched:
+    reference: BenchResult | None  # PyTorch eager, same process, same threads
+    artifacts: dict[str, BenchResult]
 
 
 def run_export(req: ExportRequest, console: bool = True) -> ExportSummary:
     """Plan (cheap checks first) -> ONNX -> calibration -> build each job -> verify -> bench -> report."""
-    ctx = _prepare(req)
-    _export_onnx(ctx)
-    _calibrate(ctx)
-    artifacts = [_build(ctx, job) for job in ctx.jobs]
-    ok = [a for a in artifacts if a.status == "ok"]
-    results, n_test = _verify(ctx, ok)
-    bench = _bench(ctx, ok)
-    return _report(ctx, artifacts, results, bench, n_test, console)
+    plan = make_plan(req)
+    ref = export_reference(plan, req)
+    calibrated = calibrate(plan, req, ref)
+    built = build_targets(plan, req, ref, calibrated.int8)
+    verified = verify_artifacts(plan, req, ref, built.ok)
+    benched = bench_artifacts(plan, req, ref, built.ok)
+    return report(plan, req, calibrated, built, verified, benched, console)
 
 
-def _prepare(req: ExportRequest) -> _Ctx:
+def make_plan(req: ExportRequest) -> Plan:
     """Everything checkable without work: options, run dir, manifests, calibration/test overlap."""
-    jobs = opt.plan_jobs(req.target, req.precision)
-    opt.check_options(jobs, req.given_options())
+    jobs = plan_jobs(req.target, req.precision)
+    check_options(jobs, req.options)
     if req.opset < 17:
         raise EdgeKDError(f"--opset {req.opset}: opset >= 17 is required (LayerNormalization as one op)")
     from edgekd.export.source import resolve_run
@@ -114,233 +136,160 @@ def _prepare(req: ExportRequest) -> _Ctx:
     test_data = req.data or src.test_manifest
     if req.verify and test_data is None:
         raise EdgeKDError(f"no test manifest in {req.run} (data/test.json); pass --data MANIFEST or --no-verify")
-    calib_src = req.calib_data or src.train_manifest
+    calib_data = CALIB_DATA.of(req.options) or src.train_manifest
     if any(j.precision == "int8" for j in jobs):
-        if calib_src is None:
+        if calib_data is None:
             raise EdgeKDError(f"INT8 needs calibration images: {req.run}/data/train.json is missing; pass --calib-data MANIFEST")
         from edgekd.export.calibration import refuse_test_overlap
 
-        for m in {calib_src, src.train_manifest} - {None}:
+        for m in {calib_data, src.train_manifest} - {None}:
             refuse_test_overlap(m, test_data if test_data and Path(test_data).is_file() else None)
-    trt_reason = None
-    if any(j.target == "tensorrt" for j in jobs):
-        from edgekd.export.tensorrt_export import tensorrt_unavailable_reason
-
-        trt_reason = tensorrt_unavailable_reason()
     out = Path(req.out or Path(req.run if Path(req.run).is_dir() else Path(req.run).parent) / "export")
     out.mkdir(parents=True, exist_ok=True)
-    return _Ctx(req, jobs, src, out, test_data, calib_src, trt_reason)
+    return Plan(jobs, src, out, test_data, calib_data)
 
 
-def _export_onnx(ctx: _Ctx) -> None:
+def export_reference(plan: Plan, req: ExportRequest) -> Reference:
     """The reference PyTorch model and the ONNX every target starts from (same saved weights)."""
     from edgekd.export.onnx_export import OnnxExportConfig, export_onnx
     from edgekd.export.source import TorchRunner
 
-    ctx.torch_runner = TorchRunner(ctx.src.weights, threads=ctx.req.threads)
+    torch_runner = TorchRunner(plan.src.weights, threads=req.threads)
     t0 = time.perf_counter()
-    ctx.onnx_files = export_onnx(ctx.torch_runner.model, ctx.src.meta, ctx.out / "onnx", OnnxExportConfig(opset=ctx.req.opset))
-    ctx.onnx_seconds = time.perf_counter() - t0
+    onnx = export_onnx(torch_runner.model, plan.src.meta, plan.out / "onnx", OnnxExportConfig(opset=req.opset))
+    return Reference(torch_runner, onnx, time.perf_counter() - t0)
 
 
-def _calibrate(ctx: _Ctx) -> None:
-    """One calibration set for ORT, NNCF and the TensorRT Q/DQ ONNX, and one validation slice
-    (training images, not the calibration ones) with the PyTorch logits the INT8 search aims at."""
-    if not any(j.precision == "int8" for j in ctx.jobs):
-        return
+def calibrate(plan: Plan, req: ExportRequest, ref: Reference) -> Calibrated:
+    """One calibration set for every INT8 artifact, and one validation slice (training images,
+    not the calibration ones) with the PyTorch logits the INT8 search aims at."""
+    if not any(j.precision == "int8" for j in plan.jobs):
+        return Calibrated(None, [])
     from edgekd.export.calibration import CalibrationConfig, build_calibration, build_validation
-    from edgekd.export.int8_accuracy import ValidationSet
+    from edgekd.export.int8_accuracy import AccuracyTarget, ValidationSet
 
-    pp = ctx.src.meta["preprocess"]
+    pp = plan.src.meta.preprocess
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ctx.calib = build_calibration(str(ctx.calib_src), pp, CalibrationConfig(size=ctx.req.calib_size or 300))
-    ctx.notes += [f"calibration: {n}" for n in ctx.calib.warnings]
-    ctx.notes += [f"warning: {w.message}" for w in caught if str(w.message) not in ctx.calib.warnings]
-    if ctx.req.accuracy_control:  # the run's training split, even when --calib-data overrides calibration
-        val_src = ctx.src.train_manifest or ctx.calib_src
-        images = build_validation(str(val_src), pp, ctx.req.val_size or 2000, ctx.calib.paths)
-        ctx.notes += [f"INT8 validation: {n}" for n in images.warnings]
-        ref = np.concatenate([ctx.torch_runner.predict(images.x[i : i + 32]) for i in range(0, len(images), 32)])
-        ctx.val = ValidationSet(images, ref)
+        calib = build_calibration(str(plan.calib_data), pp, CalibrationConfig(size=CALIB_SIZE.of(req.options) or DEFAULT_CALIB_SIZE))
+    notes = [f"calibration: {n}" for n in calib.warnings]
+    notes += [f"warning: {w.message}" for w in caught if str(w.message) not in calib.warnings]
+    if not req.accuracy_control:
+        return Calibrated(Int8Inputs(calib, None, None), notes)
+    # the run's training split, even when --calib-data overrides calibration
+    images = build_validation(str(_validation_source(plan)), pp, VAL_SIZE.of(req.options) or DEFAULT_VAL_SIZE, calib.paths)
+    notes += [f"INT8 validation: {n}" for n in images.warnings]
+    val = ValidationSet(images, np.concatenate([ref.torch.predict(images.x[i : i + 32]) for i in range(0, len(images), 32)]))
+    return Calibrated(Int8Inputs(calib, val, AccuracyTarget.from_thresholds(req.thresholds, len(val))), notes)
 
 
-def _build(ctx: _Ctx, job: opt.Job) -> Artifact:
+def _validation_source(plan: Plan) -> Path:
+    return plan.src.train_manifest or plan.calib_data  # type: ignore[return-value]  # make_plan refused neither
+
+
+def build_targets(plan: Plan, req: ExportRequest, ref: Reference, int8: Int8Inputs | None) -> Built:
+    """Each planned job through its target, one target instance per export (it may share work
+    between its precisions)."""
+    inputs = BuildInputs(ref.onnx, ref.onnx_seconds, plan.src.architecture, plan.out, int8, req.options, req.threads,
+                         req.batch_size)
+    targets = {name: TARGETS[name](inputs) for name in dict.fromkeys(j.target for j in plan.jobs)}
+    artifacts, notes = [], []
+    for job in plan.jobs:
+        art, failure = _build_one(targets[job.target], job)
+        artifacts.append(art)
+        notes += [failure] if failure else []
+    return Built(artifacts, notes)
+
+
+def _build_one(target: Target, job: Job) -> tuple[Artifact, str | None]:
     """Build one artifact; a failure is recorded (the report says why), not fatal to the others."""
-    art = Artifact(job.name, job.target, job.precision)
     t0 = time.perf_counter()
+    failure = None
     try:
-        {"onnx": _onnx_job, "openvino": _openvino_job, "tensorrt": _tensorrt_job}[job.target](ctx, job, art)
+        art = target.build(job.precision)
     except EdgeKDError:
         raise
     except Exception as e:  # noqa: BLE001 - record and continue with the other targets
-        art.status, art.reason = "failed", f"{type(e).__name__}: {e}"
-        ctx.notes.append(f"{job.name} failed: {traceback.format_exc(limit=3)}")
+        art = target.artifact(job.precision, status="failed", reason=f"{type(e).__name__}: {e}")
+        failure = f"{job.name} failed: {traceback.format_exc(limit=3)}"
     art.build_seconds = art.build_seconds or time.perf_counter() - t0
-    return art
+    return art, failure
 
 
-def _int8_target(ctx: _Ctx) -> Any:
-    from edgekd.export.int8_accuracy import AccuracyTarget
-
-    return AccuracyTarget.from_thresholds(ctx.req.thresholds, len(ctx.val))
-
-
-def _onnx_job(ctx: _Ctx, job: opt.Job, art: Artifact) -> None:
-    if job.precision == "fp32":
-        art.path, art.latency_path = str(ctx.onnx_files.dynamic), str(ctx.onnx_files.static or "")
-        art.build_seconds = ctx.onnx_seconds
-        return
-    from edgekd.export.ort_quant import OrtQuantConfig, quantize_accuracy_aware, quantize_onnx
-
-    qcfg = OrtQuantConfig.for_cpu(quant_format=ctx.req.quant_format, calib_method=ctx.req.calib_method or "minmax",
-                                  keep_float=ctx.req.keep_float)
-    dst = ctx.out / "onnx" / "model.int8.onnx"
-    if ctx.val is not None:
-        info = quantize_accuracy_aware(ctx.onnx_files.dynamic, dst, ctx.calib, ctx.val, ctx.src.architecture, qcfg,
-                                       _int8_target(ctx), ctx.req.threads)
-    else:
-        info = quantize_onnx(ctx.onnx_files.dynamic, dst, ctx.calib, ctx.src.architecture, qcfg)
-    art.path = str(dst)
-    n_float, n_compute = info["float_compute_nodes"], info["compute_nodes"]
-    mostly_float = (f"MOSTLY FLOAT: {n_float} of {n_compute} Conv/MatMul/Gemm nodes stay float, so this artifact "
-                    "runs mostly in FP32 (openvino-int8 may quantize this model better); " if 2 * n_float > n_compute else "")
-    art.notes.append(f"{mostly_float}ORT static {info['quant_format']} {info['activation']}/{info['weights']}"
-                     f"{', reduce_range' if info['reduce_range'] else ''}, {info['calib_method']} on {info['calib_images']} "
-                     f"images; fusions: {info['fusions'] or 'none'}; float op types: {info['kept_float_op_types']}; "
-                     f"float nodes ({len(info['float_nodes'])}; {n_float} of {n_compute} Conv/MatMul/Gemm): {info['float_nodes']}"
-                     + _search_note(info))
-
-
-def _openvino_job(ctx: _Ctx, job: opt.Job, art: Artifact) -> None:
-    from edgekd.export import openvino_export as ovx
-
-    if ctx.ov_float is None:
-        ctx.ov_float = ovx.convert(ctx.onnx_files.dynamic)
-    dst = ctx.out / "openvino" / f"model.{job.precision}.xml"
-    if job.precision == "int8":
-        if ctx.val is not None:
-            qmodel, info = ovx.quantize_accuracy_aware(ctx.ov_float.clone(), ctx.calib, ctx.val, ctx.src.architecture,
-                                                       _int8_target(ctx), threads=ctx.req.threads)
-        else:
-            qmodel, info = ovx.quantize_ir(ctx.ov_float.clone(), ctx.calib, ctx.src.architecture)
-        ovx.save_ir(qmodel, dst, "int8")
-        art.notes.append(f"NNCF PTQ ({info['model_type']}) on {info['calib_images']} images; "
-                         f"float nodes added by accuracy control ({len(info.get('float_nodes', []))}): "
-                         f"{info.get('float_nodes', [])}" + _search_note(info))
-    else:
-        ovx.save_ir(ctx.ov_float.clone(), dst, job.precision)
-    art.path = str(dst)
-
-
-def _search_note(info: dict) -> str:
-    """What the accuracy-aware search did and what its float nodes cost in batch-1 latency."""
-    if "search_steps" not in info:
-        return "; accuracy control off"
-    a, b = info["latency_all_int8_ms"], info["latency_ms"]
-    verdict = "met" if info["target_met"] else "NOT met (no candidate reached it; see verify)"
-    tries = [f"{s['validation']} / {s['certification']}" for s in info["search_steps"]]
-    return (f"; searched on {info['validation_images']} training images: {info['validation']}; certified on "
-            f"{info['certification_images']} other training images: {info['certification']} (target {info['target']}: "
-            f"{verdict}); tries (search / certification): {tries}; batch-1 latency all-INT8 {a:.2f} ms -> {b:.2f} ms "
-            f"shipped ({b - a:+.2f} ms for the float nodes)")
-
-
-def _verify(ctx: _Ctx, ok: list[Artifact]) -> tuple[list[VerifyResult], int]:
+def verify_artifacts(plan: Plan, req: ExportRequest, ref: Reference, ok: list[Artifact]) -> Verified:
     """One pass over the test split through every built artifact."""
-    if not (ctx.req.verify and ok):
-        return [], 0
+    if not (req.verify and ok):
+        return Verified([], 0)
     from edgekd.export.batches import iter_batches, manifest_items
 
-    items = manifest_items(ctx.test_data, ctx.src.meta["classes"])
-    runners = {a.name: (open_runner(a.path, RunnerConfig(threads=ctx.req.threads)), a.precision) for a in ok}
-    return verify(runners, ctx.torch_runner, iter_batches(items, ctx.src.meta["preprocess"], ctx.req.batch_size),
-                  ctx.req.thresholds, drift_images=ctx.req.drift_images), len(items)
+    items = manifest_items(plan.test_data, plan.src.meta.classes)
+    runners = {a.name: (open_runner(a.path, RunnerConfig(threads=req.threads)), a.precision) for a in ok}
+    batches = iter_batches(items, plan.src.meta.preprocess, req.batch_size)
+    return Verified(verify(runners, ref.torch, batches, req.thresholds, drift_images=req.drift_images), len(items))
 
 
-def _bench(ctx: _Ctx, ok: list[Artifact]) -> dict[str, Any]:
+def bench_artifacts(plan: Plan, req: ExportRequest, ref: Reference, ok: list[Artifact]) -> Benched:
     """Batch-1 latency vs PyTorch eager, same process, same threads."""
-    if not (ctx.req.bench and ok):
-        return {}
-    c, h, w = ctx.src.meta["preprocess"]["input_size"]
-    bcfg = BenchConfig(warmup=5, iters=ctx.req.bench_iters, throughput_batch=0, max_seconds=20)
-    bench = {"pytorch": bench_runner(ctx.torch_runner, (c, h, w), "pytorch-eager", "fp32", bcfg)}
-    for a in ok:
-        lat = open_runner(a.latency_path or a.path, RunnerConfig(threads=ctx.req.threads, static_batch=1))
-        bench[a.name] = bench_runner(lat, (c, h, w), a.name, a.precision, bcfg, size_mb=a.size_mb)
-    return bench
+    if not (req.bench and ok):
+        return Benched(None, {})
+    chw = tuple(plan.src.meta.preprocess["input_size"])
+    cfg = BenchConfig(warmup=5, iters=req.bench_iters, throughput_batch=0, max_seconds=20)
+    reference = bench_runner(ref.torch, chw, "pytorch-eager", "fp32", cfg)
+    results = {}
+    for a in ok:  # one runner at a time: nothing else loaded while it is timed
+        latency = open_runner(a.latency_path or a.path, RunnerConfig(threads=req.threads, static_batch=1))
+        results[a.name] = bench_runner(latency, chw, a.name, a.precision, cfg, size_mb=a.size_mb)
+    return Benched(reference, results)
 
 
-def _report(ctx: _Ctx, artifacts: list[Artifact], results: list[VerifyResult], bench: dict[str, Any], n_test: int,
-            console: bool) -> ExportSummary:
-    ok = [a for a in artifacts if a.status == "ok"]
-    rows = _rows(artifacts, results, bench)
-    by_name = {r.name: r for r in results}
-    failed = [a for a in artifacts if a.status == "failed"] + [a for a in ok if a.name in by_name and not by_name[a.name].passed]
-    src, calib = ctx.src, ctx.calib
-    context = {
-        "architecture": src.architecture, "source_weights": str(src.weights), "weights_sha256": src.meta.get("weights_sha256", ""),
-        "test_data": str(ctx.test_data), "test_images": n_test, "command": ctx.req.command,
-        "calibration": (f"{len(calib)} images, class-stratified from {ctx.calib_src}" if calib is not None else "none"),
-        "int8_validation": (f"{len(ctx.val)} training images (not calibration, never test; half to search, half to "
-                            "certify) from "
-                            f"{ctx.src.train_manifest or ctx.calib_src}"
-                            if ctx.val is not None else "none"),
-        "reference": "PyTorch eager FP32" + (f", p50 {bench['pytorch'].p50_ms:.2f} ms" if "pytorch" in bench else ""),
-        "machine": machine_info(), "notes": ctx.notes + [f"{a.name}: {n}" for a in artifacts for n in a.notes],
-        "verify": [r.to_dict() for r in results], "bench": {k: v.to_dict() for k, v in bench.items()},
-        "build": [a.to_dict() for a in artifacts], "thresholds": ctx.req.thresholds.__dict__,
-    }
-    paths = write_report(rows, ctx.out, context)
+def report(plan: Plan, req: ExportRequest, calibrated: Calibrated, built: Built, verified: Verified, benched: Benched,
+           console: bool) -> ExportSummary:
+    """report.md/.json/.png, the console table, and which artifacts failed (exit code 1)."""
+    rows = _rows(built.artifacts, verified.results, benched)
+    by_name = {r.name: r for r in verified.results}
+    failed = [a for a in built.artifacts if a.status == "failed"] + [
+        a for a in built.ok if a.name in by_name and not by_name[a.name].passed]
+    paths = write_report(rows, plan.out, _context(plan, req, calibrated, built, verified, benched))
     if console:
-        print_table(rows, title=f"edgekd export: {src.architecture} -> {ctx.out}")
+        print_table(rows, title=f"edgekd export: {plan.src.architecture} -> {plan.out}")
         for a in failed:
             why = a.reason or "; ".join(by_name[a.name].reasons)
             print(f"FAILED {a.name} ({a.path or 'not built'}): {why}", file=sys.stderr)
         print(f"report: {paths['md']}")
-    return ExportSummary(artifacts, results, rows, paths, 1 if failed else 0)
+    return ExportSummary(built.artifacts, verified.results, rows, paths, 1 if failed else 0)
 
 
-def _tensorrt_job(ctx: _Ctx, job: opt.Job, art: Artifact) -> None:
-    """Write the ONNX TensorRT consumes (symmetric Q/DQ for int8), then build the engine if possible."""
-    from edgekd.export import tensorrt_export as trtx
-
-    src_onnx = ctx.onnx_files.dynamic
-    if job.precision == "fp16":  # strongly typed TensorRT takes FP16 from the ONNX itself
-        src_onnx = trtx.write_fp16_onnx(ctx.onnx_files.dynamic, ctx.out / "tensorrt" / "model.fp16.onnx")
-    if job.precision == "int8":
-        from edgekd.export.ort_quant import OrtQuantConfig, quantize_onnx
-
-        src_onnx = ctx.out / "tensorrt" / "model.int8.qdq.onnx"
-        src_onnx.parent.mkdir(parents=True, exist_ok=True)
-        quantize_onnx(ctx.onnx_files.dynamic, src_onnx, ctx.calib, ctx.src.architecture,
-                      OrtQuantConfig.for_tensorrt(calib_method=ctx.req.calib_method or "minmax", keep_float=ctx.req.keep_float))
-    if ctx.trt_reason:
-        art.status = "skipped"
-        art.reason = (f"{ctx.trt_reason}; ship {src_onnx.name} and run `edgekd export --build-on-device --onnx "
-                      f"{src_onnx.name} --precision {job.precision}` on the device")
-        return
-    req = ctx.req
-    cfg = trtx.TrtBuildConfig(precision=job.precision, min_batch=req.min_batch or 1, opt_batch=req.opt_batch or 1,
-                              max_batch=req.max_batch or max(req.batch_size, 1))
-    engine = ctx.out / "tensorrt" / f"model.{job.precision}.engine"
-    trtx.build_engine(src_onnx, engine, cfg)
-    art.path = str(engine)
+def _context(plan: Plan, req: ExportRequest, calibrated: Calibrated, built: Built, verified: Verified,
+             benched: Benched) -> dict[str, Any]:
+    """The report's JSON fields besides the table (`write_report` puts the rows under "artifacts")."""
+    src, int8 = plan.src, calibrated.int8
+    bench = {"pytorch": benched.reference, **benched.artifacts} if benched.reference else {}
+    return {
+        "architecture": src.architecture, "source_weights": str(src.weights), "weights_sha256": src.meta.weights_sha256,
+        "test_data": str(plan.test_data), "test_images": verified.test_images, "command": req.command,
+        "calibration": f"{len(int8.calib)} images, class-stratified from {plan.calib_data}" if int8 is not None else "none",
+        "int8_validation": (f"{len(int8.val)} training images (not calibration, never test; half to search, half to "
+                            f"certify) from {_validation_source(plan)}" if int8 is not None and int8.val is not None
+                            else "none"),
+        "reference": "PyTorch eager FP32" + (f", p50 {benched.reference.p50_ms:.2f} ms" if benched.reference else ""),
+        "machine": machine_info(), "notes": calibrated.notes + built.notes + [
+            f"{a.name}: {n}" for a in built.artifacts for n in a.notes],
+        "verify": [r.to_dict() for r in verified.results], "bench": {k: v.to_dict() for k, v in bench.items()},
+        "build": [a.to_dict() for a in built.artifacts], "thresholds": req.thresholds.__dict__,
+    }
 
 
-def _rows(artifacts: list[Artifact], results: list[VerifyResult], bench: dict[str, Any]) -> list[ReportRow]:
+def _rows(artifacts: list[Artifact], results: list[VerifyResult], benched: Benched) -> list[ReportRow]:
     by_name = {r.name: r for r in results}
-    ref = bench.get("pytorch")
+    ref = benched.reference
     rows = []
     if ref is not None:
         rows.append(ReportRow("pytorch-eager", "pytorch", "fp32", p50_ms=ref.p50_ms, speedup_vs_torch=1.0,
                               accuracy=results[0].reference_accuracy if results else None))
     for a in artifacts:
-        r = by_name.get(a.name)
-        b = bench.get(a.name)
-        fmt = {"onnx": "ONNX", "openvino": "OpenVINO IR", "tensorrt": "TensorRT engine"}[a.target]
+        r, b = by_name.get(a.name), benched.artifacts.get(a.name)
         rows.append(ReportRow(
-            a.name, fmt, a.precision, status=a.status, size_mb=round(a.size_mb, 2) if a.path else None,
+            a.name, TARGETS[a.target].format, a.precision, status=a.status, size_mb=round(a.size_mb, 2) if a.path else None,
             accuracy=r.accuracy if r else None, drop_pt=r.drop_pt if r else None,
             agreement_pct=r.agreement_pct if r else None, max_abs_diff=r.max_abs_diff if r else None,
             mean_kl=r.mean_kl if r else None, map_rank_corr=r.map_rank_corr if r else None, p50_ms=b.p50_ms if b else None,

@@ -2,7 +2,9 @@
 
 Why: the person shipping a model needs one page that says, per artifact, how big, how
 accurate (and how far from PyTorch), how fast, and whether it passed; the JSON is the same
-content for CI and dashboards. matplotlib is imported lazily (not in the runtime extra).
+content for CI and dashboards. Each INT8 artifact's note (`quant_note`) says how it was
+quantized, which nodes stayed float and what the accuracy-aware search did. matplotlib is
+imported lazily (not in the runtime extra).
 """
 
 from __future__ import annotations
@@ -10,7 +12,10 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edgekd.export.int8_accuracy import AccuracySearch, QuantReport
 
 
 @dataclass
@@ -77,6 +82,39 @@ def print_table(rows: list[ReportRow], title: str = "edgekd export") -> None:
     import sys
 
     Console(width=None if sys.stdout.isatty() else 200).print(t)
+
+
+def quant_note(q: QuantReport) -> str:
+    """An INT8 artifact's report note, from its quantizer's report."""
+    counted = f"; {q.float_compute_nodes} of {q.compute_nodes} Conv/MatMul/Gemm" if q.compute_nodes is not None else ""
+    parts = [f"{q.scheme} on {q.calib_images} images"]
+    if q.fusions is not None:
+        parts.append(f"fusions: {q.fusions or 'none'}")
+    if q.float_op_types is not None:
+        parts.append(f"float op types: {q.float_op_types}")
+    parts.append(f"{q.float_nodes_label} ({len(q.float_nodes)}{counted}): {q.float_nodes}")
+    return _mostly_float(q) + "; ".join(parts) + _search_note(q.search)
+
+
+def _mostly_float(q: QuantReport) -> str:
+    """A warning up front when most compute nodes stayed float: "INT8" would then mislead."""
+    if q.compute_nodes is None or q.float_compute_nodes is None or 2 * q.float_compute_nodes <= q.compute_nodes:
+        return ""
+    return (f"MOSTLY FLOAT: {q.float_compute_nodes} of {q.compute_nodes} Conv/MatMul/Gemm nodes stay float, so this "
+            "artifact runs mostly in FP32 (openvino-int8 may quantize this model better); ")
+
+
+def _search_note(s: AccuracySearch | None) -> str:
+    """What the accuracy-aware search did and what its float nodes cost in batch-1 latency."""
+    if s is None:
+        return "; accuracy control off"
+    a, b = s.latency_all_int8_ms, s.latency_ms
+    verdict = "met" if s.target_met else "NOT met (no candidate reached it; see verify)"
+    tries = [f"{t.search} / {t.certification}" for t in s.tries]
+    return (f"; searched on {s.search_images} training images: {s.shipped.search}; certified on "
+            f"{s.certification_images} other training images: {s.shipped.certification} (target {s.target}: "
+            f"{verdict}); tries (search / certification): {tries}; batch-1 latency all-INT8 {a:.2f} ms -> {b:.2f} ms "
+            f"shipped ({b - a:+.2f} ms for the float nodes)")
 
 
 def accuracy_latency_figure(rows: list[ReportRow]) -> Any:

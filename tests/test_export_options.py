@@ -4,7 +4,8 @@ import pytest
 
 from edgekd.cli import main
 from edgekd.errors import EdgeKDError
-from edgekd.export.options import TARGET_TABLE, Job, check_options, plan_jobs
+from edgekd.export.options import Job, check_options, plan_jobs
+from edgekd.export.targets import TARGETS
 
 
 def test_all_expands_to_every_target_default():
@@ -50,7 +51,7 @@ def test_bad_profile_and_calib_size():
 
 
 def test_every_target_declares_defaults_within_its_precisions():
-    for spec in TARGET_TABLE.values():
+    for spec in TARGETS.values():
         assert set(spec.default_precisions) <= set(spec.precisions)
 
 
