@@ -27,6 +27,37 @@ def add_drift_args(ap: argparse.ArgumentParser) -> None:
                     "correlation with PyTorch's is below RHO (e.g. 0.8): top-1 kept, evidence moved")
 
 
+def add_check_args(ap: argparse.ArgumentParser) -> None:
+    """What passes, for `verify` and `export` alike: overall thresholds, explanation drift, the per-class gate."""
+    add_drift_args(ap)
+    g = ap.add_argument_group("per-class non-inferiority gate (paired, vs PyTorch on the same test images)")
+    g.add_argument("--margin", type=float, default=None, metavar="PT",
+                   help="largest sensitivity/specificity loss per class still non-inferior, in points (default "
+                        "5, from edgekd.shared.clinical.gate.GateConfig)")
+    g.add_argument("--max-ece-increase", type=float, default=None, metavar="ECE",
+                   help="fail an artifact whose expected calibration error exceeds PyTorch's by more (default 0.02)")
+    g.add_argument("--strict", action="store_true", help="an INCONCLUSIVE class (too few images to show "
+                   "non-inferiority) fails the artifact too")
+    g.add_argument("--no-gate", action="store_true", help="skip the per-class gate (overall thresholds only)")
+
+
+def thresholds_from_args(a: argparse.Namespace):
+    from dataclasses import replace
+
+    from edgekd.export.verify import Thresholds
+
+    t = Thresholds.parse(a.threshold)
+    t.min_map_rank_corr, t.strict = a.drift_threshold, a.strict
+    if a.no_gate:
+        t.gate = None
+    else:
+        if a.margin is not None:
+            t.gate = replace(t.gate, sensitivity_margin=a.margin / 100, specificity_margin=a.margin / 100)
+        if a.max_ece_increase is not None:
+            t.gate = replace(t.gate, max_ece_increase=a.max_ece_increase)
+    return t
+
+
 def export_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="edgekd export", description="Export a trained student to "
                                  f"{' / '.join(t.format for t in TARGETS.values())}, verify every artifact on the test "
@@ -48,7 +79,7 @@ def export_parser() -> argparse.ArgumentParser:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=32, help="verify batch (the last one may be partial)")
     ap.add_argument("--bench-iters", type=int, default=50)
-    add_drift_args(ap)
+    add_check_args(ap)
     g = ap.add_argument_group("target options", "each applies only to the targets and precisions in brackets")
     for name, use in option_table().items():
         o = use.option
@@ -76,10 +107,8 @@ def export_main(argv: list[str]) -> int:
     if a.run is None:
         raise EdgeKDError("--run RUN_DIR is required (or --build-on-device --onnx MODEL.onnx on a GPU device)")
     from edgekd.export.pipeline import ExportRequest, command_line, run_export
-    from edgekd.export.verify import Thresholds
 
-    thresholds = Thresholds.parse(a.threshold)
-    thresholds.min_map_rank_corr = a.drift_threshold
+    thresholds = thresholds_from_args(a)
     req = ExportRequest(
         run=a.run, target=a.target, precision=a.precision, out=a.out, data=a.data, options=options,
         accuracy_control=not a.no_accuracy_control, verify=not a.no_verify, bench=not a.no_bench, thresholds=thresholds,
@@ -99,17 +128,16 @@ def verify_main(argv: list[str]) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--json", type=Path, help="also write the results as JSON")
-    add_drift_args(ap)
+    add_check_args(ap)
     a = ap.parse_args(argv)
     from edgekd.export.batches import iter_batches, manifest_items
     from edgekd.export.metadata import read_metadata
     from edgekd.export.report import ReportRow, print_table
     from edgekd.export.runtimes import RunnerConfig, open_runner
     from edgekd.export.source import TorchRunner, resolve_run
-    from edgekd.export.verify import Thresholds, verify
+    from edgekd.export.verify import verify
 
-    thresholds = Thresholds.parse(a.threshold)
-    thresholds.min_map_rank_corr = a.drift_threshold
+    thresholds = thresholds_from_args(a)
     src = resolve_run(a.run)
     data = a.data or src.test_manifest
     if data is None:
@@ -125,12 +153,15 @@ def verify_main(argv: list[str]) -> int:
         arts[str(p)] = (open_runner(p, RunnerConfig(threads=a.threads)), str(md.get("precision", "unknown")))
     items = manifest_items(data, src.meta.classes)
     results = verify(arts, TorchRunner(src.weights, a.threads), iter_batches(items, src.meta.preprocess, a.batch_size),
-                     thresholds, drift_images=a.drift_images)
+                     thresholds, drift_images=a.drift_images, classes=src.meta.classes)
     rows = [ReportRow(Path(r.name).name, Path(r.name).suffix, r.precision, accuracy=r.accuracy, drop_pt=r.drop_pt,
                       agreement_pct=r.agreement_pct, max_abs_diff=r.max_abs_diff, mean_kl=r.mean_kl,
                       map_rank_corr=r.map_rank_corr, passed=r.passed,
                       reasons=r.reasons, path=r.name) for r in results]
     print_table(rows, title=f"edgekd verify on {data} ({len(items)} images)")
+    for r in results:
+        if r.gate is not None:
+            print(f"\n{r.name}: {r.gate.to_markdown([p for p, _ in items])}")
     if a.json:
         a.json.write_text(json.dumps([r.to_dict() for r in results], indent=2))
     bad = [r for r in results if not r.passed]

@@ -105,6 +105,7 @@ class Built:
 class Verified:
     results: list[VerifyResult]
     test_images: int
+    paths: list[str] = field(default_factory=list)  # the test images, in verify order (the gate's flipped images)
 
 
 @dataclass(frozen=True)
@@ -225,7 +226,9 @@ def verify_artifacts(plan: Plan, req: ExportRequest, ref: Reference, ok: list[Ar
     items = manifest_items(plan.test_data, plan.src.meta.classes)
     runners = {a.name: (open_runner(a.path, RunnerConfig(threads=req.threads)), a.precision) for a in ok}
     batches = iter_batches(items, plan.src.meta.preprocess, req.batch_size)
-    return Verified(verify(runners, ref.torch, batches, req.thresholds, drift_images=req.drift_images), len(items))
+    results = verify(runners, ref.torch, batches, req.thresholds, drift_images=req.drift_images,
+                     classes=plan.src.meta.classes)
+    return Verified(results, len(items), [path for path, _ in items])
 
 
 def bench_artifacts(plan: Plan, req: ExportRequest, ref: Reference, ok: list[Artifact]) -> Benched:
@@ -276,6 +279,8 @@ def _context(plan: Plan, req: ExportRequest, calibrated: Calibrated, built: Buil
             f"{a.name}: {n}" for a in built.artifacts for n in a.notes],
         "verify": [r.to_dict() for r in verified.results], "bench": {k: v.to_dict() for k, v in bench.items()},
         "build": [a.to_dict() for a in built.artifacts], "thresholds": req.thresholds.__dict__,
+        "sections": [f"## {r.name}: per-class gate vs PyTorch\n\n{r.gate.to_markdown(verified.paths)}"
+                     for r in verified.results if r.gate is not None],
     }
 
 

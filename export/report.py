@@ -169,6 +169,7 @@ def write_report(rows: list[ReportRow], out_dir: Path, context: dict[str, Any], 
     if "reference" in context:
         lines.append(f"- **reference**: {context['reference']}")
     lines += ["", markdown_table(rows), ""]
+    lines += [section + "\n" for section in context.get("sections", [])]
     notes = context.get("notes") or []
     if notes:
         lines += ["## Notes", *[f"- {n}" for n in notes], ""]

@@ -5,6 +5,12 @@ its drop vs PyTorch (percentage points, positive = worse), top-1 agreement, max 
 mean KL(p_torch || p_artifact) and mean cosine similarity of the logits (agreement alone is
 uninformative when logits are tiny). Thresholds depend on precision and are configurable;
 any breach is listed by artifact and reason, and the CLIs exit non-zero.
+
+Overall agreement cannot see a loss confined to one small class, so every artifact also goes
+through the paired per-class non-inferiority gate (`edgekd.shared.clinical.gate`): per class,
+sensitivity and specificity of the artifact minus the reference on the same images, with a
+paired interval and McNemar's exact test. FAIL fails the artifact; INCONCLUSIVE is reported
+loudly and fails only with `strict`.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Protocol
 
 import numpy as np
+
+from edgekd.shared.clinical.gate import GateConfig, GateResult, Outcome, paired_gate
 
 
 class Predictor(Protocol):
@@ -26,6 +34,8 @@ class Thresholds:
     max_drop_pt: dict[str, float] = field(default_factory=lambda: {"fp32": 0.1, "fp16": 0.1, "int8": 1.0})
     min_agreement_pct: dict[str, float] = field(default_factory=lambda: {"fp32": 99.5, "fp16": 99.5, "int8": 98.0})
     min_map_rank_corr: float | None = None  # explanation drift: fail below this mean rank correlation of the maps
+    gate: GateConfig | None = field(default_factory=GateConfig)  # None: no per-class gate
+    strict: bool = False  # an INCONCLUSIVE gate fails the artifact too
 
     @classmethod
     def parse(cls, overrides: list[str] | None) -> "Thresholds":
@@ -59,11 +69,13 @@ class VerifyResult:
     nonfinite: int = 0  # test images whose logits contain NaN/Inf
     map_rank_corr: float | None = None  # occlusion maps vs PyTorch's (edgekd.export.explain_runtime), if measured
     map_top_iou: float | None = None
+    gate: GateResult | None = None  # the per-class non-inferiority gate (None: not run)
     passed: bool = True
     reasons: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self, dict_factory=lambda kv: {k: v for k, v in kv if k != "gate"})
+        return {**d, "gate": self.gate.to_dict() if self.gate is not None else None}
 
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:
@@ -80,6 +92,7 @@ class _Acc:
     def __init__(self) -> None:
         self.n = self.correct = self.ref_correct = self.agree = self.nonfinite = 0
         self.max_diff = self.kl = self.cos = 0.0
+        self.probs: list[np.ndarray] = []  # the artifact's class probabilities, for the per-class gate
 
     def add(self, ref: np.ndarray, out: np.ndarray, y: np.ndarray) -> None:
         if out.shape != ref.shape:
@@ -94,6 +107,7 @@ class _Acc:
         self.max_diff = float(np.inf) if not finite.all() else max(self.max_diff, float(diff.max()))
         out = np.where(finite[:, None], out, ref)  # KL/cosine over the finite rows; the breach is reported above
         lp, lq = _log_softmax(ref), _log_softmax(out)
+        self.probs.append(np.exp(lq))
         self.kl += float((np.exp(lp) * (lp - lq)).sum())
         num = (ref * out).sum(1)
         den = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1) + 1e-12
@@ -106,12 +120,14 @@ def verify(
     batches: Iterable[tuple[np.ndarray, np.ndarray]],
     thresholds: Thresholds | None = None,
     drift_images: int = 0,
+    classes: list[str] | None = None,
 ) -> list[VerifyResult]:
     """Stream the test batches once through the reference and every artifact.
 
     `artifacts`: name -> (runner, precision). Each batch is fed as-is, so the last partial
     batch goes through the runner's own handling (dynamic batch, or padding it drops).
     `drift_images` > 0: also compare occlusion maps on the first that many test images.
+    `classes` (the model's class names): run the per-class gate of `thresholds.gate`.
     """
     from edgekd.export.explain_runtime import DriftProbe
 
@@ -120,10 +136,13 @@ def verify(
         limits(thresholds, precision, name)  # fail before streaming the test split
     acc = {name: _Acc() for name in artifacts}
     probe = DriftProbe(reference, drift_images) if drift_images > 0 else None
+    ref_probs, labels = [], []
     for x, y in batches:
         if probe is not None:
             probe.take(x)
         ref = reference.predict(x).astype(np.float64)
+        ref_probs.append(np.exp(_log_softmax(ref)))
+        labels.append(np.asarray(y))
         for name, (runner, _) in artifacts.items():
             acc[name].add(ref, runner.predict(x), y)
     results = []
@@ -139,6 +158,9 @@ def verify(
         if probe is not None and a.n:
             drift = probe.measure(runner)
             r.map_rank_corr, r.map_top_iou = drift.rank_corr, drift.top_iou
+        if thresholds.gate is not None and classes is not None and a.n and not a.nonfinite:
+            r.gate = paired_gate(np.concatenate(labels), np.concatenate(ref_probs), np.concatenate(a.probs),
+                                 list(classes), thresholds.gate)
         check(r, thresholds)
         results.append(r)
     return results
@@ -168,8 +190,27 @@ def check(r: VerifyResult, t: Thresholds) -> VerifyResult:
         r.reasons.append(f"accuracy drop {r.drop_pt:.2f} pt > {max_drop:g} pt allowed for {r.precision}")
     if r.agreement_pct < min_agree - 1e-9:
         r.reasons.append(f"top-1 agreement {r.agreement_pct:.2f}% < {min_agree:g}% required for {r.precision}")
+    r.reasons += gate_reasons(r.gate, t.strict)
     if t.min_map_rank_corr is not None and r.map_rank_corr is not None and r.map_rank_corr < t.min_map_rank_corr:
         r.reasons.append(f"explanation drift: map rank correlation {r.map_rank_corr:.2f} < {t.min_map_rank_corr:g} "
                          "vs PyTorch (the evidence moved)")
     r.passed = not r.reasons
     return r
+
+
+def gate_reasons(gate: GateResult | None, strict: bool) -> list[str]:
+    """One reason per class the gate failed (and, with `strict`, per inconclusive class), naming
+    the class, the paired difference and its interval; plus the calibration check."""
+    if gate is None:
+        return []
+    bad = gate.with_outcome(Outcome.FAIL) + (gate.with_outcome(Outcome.INCONCLUSIVE) if strict else [])
+    out = []
+    for v in bad:
+        worst = next(d for d in (v.sensitivity, v.specificity) if d.outcome is v.outcome)
+        out.append(f"per-class gate {v.outcome.value.upper()} for {v.name!r}: {worst.metric} "
+                   f"{worst.diff.format(signed=True)} vs PyTorch ({worst.reason}; {len(v.flipped)} images flipped)")
+    if gate.calibration.outcome is Outcome.FAIL:
+        c = gate.calibration
+        out.append(f"calibration: ECE {c.artifact_ece:.3f} vs PyTorch's {c.reference_ece:.3f} (+{c.increase:.3f} > "
+                   f"{c.max_increase:g} allowed)")
+    return out
