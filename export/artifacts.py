@@ -39,6 +39,7 @@ class Artifact:
     notes: list[str] = field(default_factory=list)
     build_seconds: float = 0.0
     runtime: str = ""  # what loads it, as its target declares
+    shipped: list[str] = field(default_factory=list)  # inputs for a build on the device (TensorRT's ONNX), published too
 
     @property
     def size_mb(self) -> float:

@@ -72,7 +72,9 @@ def export_parser() -> argparse.ArgumentParser:
                     "may fail verify)")
     ap.add_argument("--out", type=Path, help="output folder (default RUN/export)")
     ap.add_argument("--opset", type=int, default=20, help="ONNX opset, >= 17 (20 keeps GELU one op; 17 for TensorRT < 10)")
-    ap.add_argument("--no-verify", action="store_true")
+    ap.add_argument("--no-verify", action="store_true", help="build only: the artifacts are marked unverified and "
+                    "predict/bench refuse them without --allow-unverified")
+    ap.add_argument("--overwrite", action="store_true", help="replace an --out that holds another student's export")
     ap.add_argument("--no-bench", action="store_true", help="skip the batch-1 latency column")
     ap.add_argument("--threshold", action="append", metavar="PREC.drop=PT|PREC.agreement=PCT",
                     help="override a verify threshold, e.g. int8.drop=1.5 (repeatable)")
@@ -113,7 +115,7 @@ def export_main(argv: list[str]) -> int:
         run=a.run, target=a.target, precision=a.precision, out=a.out, data=a.data, options=options,
         accuracy_control=not a.no_accuracy_control, verify=not a.no_verify, bench=not a.no_bench, thresholds=thresholds,
         drift_images=a.drift_images, threads=a.threads, batch_size=a.batch_size, bench_iters=a.bench_iters,
-        opset=a.opset, command=command_line(argv),
+        opset=a.opset, overwrite=a.overwrite, command=command_line(argv),
     )
     return run_export(req).exit_code
 
@@ -186,8 +188,10 @@ def bench_main(argv: list[str]) -> int:
                     help="OpenVINO INFERENCE_PRECISION_HINT (default f32; 'default' = the device's choice, bf16 on AVX-512 BF16/AMX)")
     ap.add_argument("--dynamic", action="store_true", help="time the dynamic-batch model as is (default: compile for batch 1)")
     ap.add_argument("--json", type=Path, help="write machine + results JSON here")
+    ap.add_argument("--allow-unverified", action="store_true", help="time an artifact that did not pass verify")
     a = ap.parse_args(argv)
     from edgekd.export.artifacts import artifact_files
+    from edgekd.export.publish import require_verified
     from edgekd.export.bench import BenchConfig, bench_runner, machine_info, measure_throughput
     from edgekd.export.metadata import preprocess_dict, read_metadata
     from edgekd.export.runtimes import RunnerConfig, open_runner
@@ -199,6 +203,7 @@ def bench_main(argv: list[str]) -> int:
     for p in a.artifacts:
         if not p.exists():
             raise EdgeKDError(f"{p}: no such artifact")
+        require_verified(p, a.allow_unverified)
         md = read_metadata(p)
         chw = tuple(md.get("input_size") or ())
         rcfg = RunnerConfig(threads=a.threads or None, static_batch=None if a.dynamic else 1, inference_precision=ovp)

@@ -26,6 +26,7 @@ from edgekd.export.artifacts import Artifact
 from edgekd.export.bench import BenchConfig, BenchResult, bench_runner, machine_info
 from edgekd.export.calibration import DEFAULT_CALIB_SIZE, DEFAULT_VAL_SIZE
 from edgekd.export.options import Job, check_options, plan_jobs
+from edgekd.export.publish import publish, refuse_other_run, staging_dir
 from edgekd.export.report import ReportRow, print_table, write_report
 from edgekd.export.runtimes import RunnerConfig, open_runner
 from edgekd.export.targets import CALIB_DATA, CALIB_SIZE, TARGETS, VAL_SIZE, BuildInputs, Int8Inputs, Target
@@ -53,6 +54,7 @@ class ExportRequest:
     batch_size: int = 32
     bench_iters: int = 50
     opset: int = 20
+    overwrite: bool = False  # replace an --out that holds another student's export
     command: str = ""
 
 
@@ -72,6 +74,7 @@ class Plan:
     jobs: list[Job]
     src: RunSource
     out: Path
+    stage: Path  # OUT/.staging: everything is built here and published only after verify
     test_data: Path | None
     calib_data: Path | None  # --calib-data or the run's training manifest
 
@@ -122,6 +125,8 @@ def run_export(req: ExportRequest, console: bool = True) -> ExportSummary:
     built = build_targets(plan, req, ref, calibrated.int8)
     verified = verify_artifacts(plan, req, ref, built.ok)
     benched = bench_artifacts(plan, req, ref, built.ok)
+    verdicts = {r.name: ("pass" if r.passed else "fail", r.reasons) for r in verified.results}
+    publish(plan.out, plan.stage, built.artifacts, verdicts, plan.src.meta.weights_sha256)
     return report(plan, req, calibrated, built, verified, benched, console)
 
 
@@ -147,7 +152,8 @@ def make_plan(req: ExportRequest) -> Plan:
             refuse_test_overlap(m, test_data if test_data and Path(test_data).is_file() else None)
     out = Path(req.out or Path(req.run if Path(req.run).is_dir() else Path(req.run).parent) / "export")
     out.mkdir(parents=True, exist_ok=True)
-    return Plan(jobs, src, out, test_data, calib_data)
+    refuse_other_run(out, src.meta.weights_sha256, req.overwrite)
+    return Plan(jobs, src, out, staging_dir(out), test_data, calib_data)
 
 
 def export_reference(plan: Plan, req: ExportRequest) -> Reference:
@@ -157,7 +163,7 @@ def export_reference(plan: Plan, req: ExportRequest) -> Reference:
 
     torch_runner = TorchRunner(plan.src.weights, threads=req.threads)
     t0 = time.perf_counter()
-    onnx = export_onnx(torch_runner.model, plan.src.meta, plan.out / "onnx", OnnxExportConfig(opset=req.opset))
+    onnx = export_onnx(torch_runner.model, plan.src.meta, plan.stage / "onnx", OnnxExportConfig(opset=req.opset))
     return Reference(torch_runner, onnx, time.perf_counter() - t0)
 
 
@@ -191,7 +197,7 @@ def _validation_source(plan: Plan) -> Path:
 def build_targets(plan: Plan, req: ExportRequest, ref: Reference, int8: Int8Inputs | None) -> Built:
     """Each planned job through its target, one target instance per export (it may share work
     between its precisions)."""
-    inputs = BuildInputs(ref.onnx, ref.onnx_seconds, plan.src.architecture, plan.out, int8, req.options, req.threads,
+    inputs = BuildInputs(ref.onnx, ref.onnx_seconds, plan.src.architecture, plan.stage, int8, req.options, req.threads,
                          req.batch_size)
     targets = {name: TARGETS[name](inputs) for name in dict.fromkeys(j.target for j in plan.jobs)}
     artifacts, notes = [], []

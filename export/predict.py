@@ -26,6 +26,7 @@ from edgekd.shared.preprocess import PreprocessConfig
 from edgekd.shared.saliency import softmax
 from edgekd.export.batches import load_batch
 from edgekd.export.metadata import preprocess_dict, read_metadata
+from edgekd.export.publish import require_verified
 from edgekd.export.runtimes import Runner, RunnerConfig, open_runner
 
 class Classifier:
@@ -112,6 +113,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--out", type=Path, help="write all results to FILE.csv or FILE.json instead of JSON lines")
+    ap.add_argument("--allow-unverified", action="store_true", help="use an artifact that did not pass verify")
     a = ap.parse_args(argv)
     if a.artifact.suffix.lower() not in ARTIFACT_SUFFIXES:
         hint = (" (it looks like an image: the artifact comes first)" if any(x.lower().endswith(ARTIFACT_SUFFIXES)
@@ -131,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     a non-finite output for any image (a broken model: nothing it said is reported)."""
     a = parse(argv)
     paths = expand_images(a.images)
+    verification = require_verified(a.artifact, a.allow_unverified)
+    status = verification.verdict if verification is not None else "no marker"
+    print(f"{a.artifact.name}: verify {status.upper()}" + ("" if status == "pass" else " (--allow-unverified)"),
+          file=sys.stderr)
     clf = Classifier(a.artifact, RunnerConfig(threads=a.threads))
     pred = clf.predict_paths(paths, batch_size=a.batch_size, top_k=a.top_k, progress=True)
     if a.out is None:

@@ -65,7 +65,9 @@ def test_a_nan_model_prints_no_probability_and_exits_1(artifact, folder, tmp_pat
     init.CopyFrom(numpy_helper.from_array(np.full_like(numpy_helper.to_array(init), np.nan), init.name))
     broken = tmp_path / "nan.onnx"
     onnx.save(m, str(broken))
-    assert main(["predict", str(broken), str(folder / "ok0.png")]) == 1
+    assert main(["predict", str(broken), str(folder / "ok0.png")]) == 2  # a changed file is not the verified one
+    assert "is not a verified artifact" in capsys.readouterr().err
+    assert main(["predict", str(broken), str(folder / "ok0.png"), "--allow-unverified"]) == 1
     captured = capsys.readouterr()
     assert "nan" not in captured.out.lower() and captured.out.strip() == ""
     assert "non-finite" in captured.err and "ok0.png" in captured.err

@@ -56,7 +56,7 @@ class TensorRT(Target):
 
         onnx = self.shipped_onnx(precision)
         if self.unavailable:
-            return self.artifact(precision, status="skipped", reason=(
+            return self.artifact(precision, status="skipped", shipped=[str(onnx)], reason=(
                 f"{self.unavailable}; ship {onnx.name} and run `edgekd export --build-on-device --onnx "
                 f"{onnx.name} --precision {precision}` on the device"))
         engine = self.path(precision)
