@@ -28,11 +28,12 @@ import yaml
 
 from edgekd.data.config import AugConfig, DataConfig
 from edgekd.errors import EdgeKDError
+from edgekd.methods.registry import get_method, list_methods
 
 PRESET_DIR = Path(__file__).parent / "configs"
 
-METHODS = ("ours", "ours-swap", "ours-cskd", "ours-tfkd", "cm1", "cm2", "cm3", "cm4", "kd", "pretrained")
-"""`pretrained` is a reference, not a paper method: the student's own ImageNet weights, CE only."""
+METHODS = list_methods()
+"""The `method=` names: the registered methods (`edgekd.methods`), a live view that lists one registered later too."""
 
 
 @dataclass
@@ -118,8 +119,7 @@ class TrainConfig:
     method: MethodConfig = field(default_factory=MethodConfig)
 
     def validate(self) -> TrainConfig:
-        if self.method.name not in METHODS:
-            raise EdgeKDError(f"unknown method {self.method.name!r}; choose one of {', '.join(METHODS)}")
+        get_method(self.method.name)  # fails on a name nothing registered, listing those that are
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise EdgeKDError(f"mixed_precision={self.mixed_precision!r}; use no, bf16 or fp16")
         if not 0.0 <= self.method.alpha <= 1.0 or not 0.0 <= self.method.beta <= 1.0:
@@ -180,18 +180,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Convert `value` (from YAML or a CLI string) to the annotated type `tp`."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "~", "")):
-            if type(None) in args:
-                return None
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _coerce(value, a, key)
-            except (EdgeKDError, ValueError, TypeError):
-                continue
-        raise EdgeKDError(f"{key}: cannot read {value!r} as {tp}")
+        return _coerce_union(value, tp, key)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise EdgeKDError(f"{key}: expected a mapping, got {value!r}")
@@ -201,22 +190,46 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if isinstance(value, str) and (origin in (list, tuple, dict) or tp in (list, tuple, dict)):
         value = yaml.safe_load(value)
     if origin in (list, tuple) or tp in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            value = [value]
-        args = typing.get_args(tp)
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(args) != len(value):
-                raise EdgeKDError(f"{key}: expected {len(args)} values, got {value!r}")
-            return tuple(_coerce(v, a, key) for v, a in zip(value, args))
-        inner = args[0] if args else Any
-        out = [_coerce(v, inner, key) for v in value]
-        return tuple(out) if (origin is tuple or tp is tuple) else out
+        return _coerce_sequence(value, tp, key)
     if origin is dict or tp is dict:
         if value is None:
             return {}
         if not isinstance(value, dict):
             raise EdgeKDError(f"{key}: expected a mapping, got {value!r}")
         return dict(value)
+    return _coerce_scalar(value, tp, key)
+
+
+def _coerce_union(value: Any, tp: Any, key: str) -> Any:
+    """`X | None`: None-like text is None; otherwise the first member type that reads the value."""
+    args = typing.get_args(tp)
+    if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "~", "")):
+        if type(None) in args:
+            return None
+    for a in args:
+        if a is type(None):
+            continue
+        try:
+            return _coerce(value, a, key)
+        except (EdgeKDError, ValueError, TypeError):
+            continue
+    raise EdgeKDError(f"{key}: cannot read {value!r} as {tp}")
+
+
+def _coerce_sequence(value: Any, tp: Any, key: str) -> list | tuple:
+    if not isinstance(value, (list, tuple)):
+        value = [value]
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is tuple and args and args[-1] is not Ellipsis:
+        if len(args) != len(value):
+            raise EdgeKDError(f"{key}: expected {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, a, key) for v, a in zip(value, args))
+    inner = args[0] if args else Any
+    out = [_coerce(v, inner, key) for v in value]
+    return tuple(out) if (origin is tuple or tp is tuple) else out
+
+
+def _coerce_scalar(value: Any, tp: Any, key: str) -> Any:
     if tp is bool:
         if isinstance(value, bool):
             return value

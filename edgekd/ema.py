@@ -13,7 +13,6 @@ would do anyway), so every rank applies the same update to S'.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -64,11 +63,6 @@ def batch_statistics(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for m, (training, track) in zip(bns, saved):
             m.training, m.track_running_stats = training, track
-
-
-def make_aux_copy(model: nn.Module) -> nn.Module:
-    """A frozen deep copy of S (used for TF-KD self snapshots and by tests)."""
-    return freeze(copy.deepcopy(unwrap(model)))
 
 
 def _sync_buffers_from_rank0(model: nn.Module) -> None:

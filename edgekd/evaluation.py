@@ -12,11 +12,15 @@ import json
 import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from edgekd.config import TrainConfig
+    from edgekd.shared.card import StudentCard
 
 
 @torch.no_grad()
@@ -88,32 +92,32 @@ def save_confusion_matrix(cm: list[list[int]], classes: list[str], path: str | P
     plt.close(fig)
 
 
-def write_model_card(run_dir: str | Path, cfg: dict[str, Any], results: dict[str, Any], meta: dict[str, Any]) -> Path:
+def write_model_card(run_dir: str | Path, cfg: TrainConfig, results: dict[str, Any], card: StudentCard) -> Path:
     """A short MODEL_CARD.md: what the model is, what it was trained on, how well it does."""
     run_dir = Path(run_dir)
     test = results["test"]
-    m, d, o, meth = cfg["model"], cfg["data"], cfg["optim"], cfg["method"]
+    m, d, o, meth = cfg.model, cfg.data, cfg.optim, cfg.method
     rows = "\n".join(
         f"| {c} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | {v['support']} |"
         for c, v in test["per_class"].items()
     )
-    standin = " (Fashion-MNIST is a STAND-IN dataset, not medical data)" if "fashion" in str(d["root"]).lower() else ""
-    text = f"""# Model card: {meta['architecture']} ({meth['name']})
+    standin = " (Fashion-MNIST is a STAND-IN dataset, not medical data)" if "fashion" in str(d.root).lower() else ""
+    text = f"""# Model card: {card.architecture} ({meth.name})
 
-Generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by edgekd {meta.get('edgekd_version', '')}.
+Generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by edgekd {card.edgekd_version}.
 
 ## Model
-- Architecture: `{meta['architecture']}` ({results.get('num_params', '?')} parameters), input {m['image_size']}x{m['image_size']}, {len(meta['classes'])} classes.
-- Initialization: method `{meth['name']}`; teacher `{m['teacher']}` (weights: {m['teacher_weights'] or 'timm hub'}), selection strategy `{m['strategy']}`.
-- Self-distillation: alpha {meth['alpha']}, beta {meth['beta']}, tau {meth['tau']} (used by ours* and kd only).
-- Weights: `model.safetensors` (final epoch, sha256 `{meta.get('weights_sha256', '')[:16]}...`); `best.safetensors` (epoch {results.get('best', {}).get('epoch', '?')}, chosen by {results.get('best', {}).get('selected_by', 'validation accuracy')}).
+- Architecture: `{card.architecture}` ({results.get('num_params', '?')} parameters), input {m.image_size}x{m.image_size}, {len(card.classes)} classes.
+- Initialization: method `{meth.name}`; teacher `{m.teacher}` (weights: {m.teacher_weights or 'timm hub'}), selection strategy `{m.strategy}`.
+- Self-distillation: alpha {meth.alpha}, beta {meth.beta}, tau {meth.tau} (used by ours* and kd only).
+- Weights: `model.safetensors` (final epoch, sha256 `{card.weights_sha256[:16]}...`); `best.safetensors` (epoch {results.get('best', {}).get('epoch', '?')}, chosen by {results.get('best', {}).get('selected_by', 'validation accuracy')}).
 
 ## Data
-- Dataset: `{d['root']}`{standin}; split `{d['split']}` (test size {d['test_size']}, seed {d['seed']}).
-- Training subset: fraction {d['fraction']}, draw {d['draw']}: {results['n_train']} images. Test: {test['n']} images (`data/test.json`).
+- Dataset: `{d.root}`{standin}; split `{d.split}` (test size {d.test_size}, seed {d.seed}).
+- Training subset: fraction {d.fraction}, draw {d.draw}: {results['n_train']} images. Test: {test['n']} images (`{card.test_manifest}`).
 
 ## Training
-- {o['epochs']} epochs, AdamW lr {o['lr']} (cosine to {o['min_lr']}, {o['warmup_epochs']} warm-up epochs), weight decay {o['weight_decay']}, batch {o['batch_size']} x {results.get('world_size', 1)} process(es), mixed precision `{cfg['mixed_precision']}`, seed {cfg['seed']}.
+- {o.epochs} epochs, AdamW lr {o.lr} (cosine to {o.min_lr}, {o.warmup_epochs} warm-up epochs), weight decay {o.weight_decay}, batch {o.batch_size} x {results.get('world_size', 1)} process(es), mixed precision `{cfg.mixed_precision}`, seed {cfg.seed}.
 - Training time: {results.get('train_seconds', 0):.0f} s on {results.get('device', '?')}.
 
 ## Results (test split, final weights)
@@ -155,23 +159,23 @@ def evaluate_run(run_dir: str | Path, weights: str = "model.safetensors", batch_
     from edgekd.data.manifest import Manifest
     from edgekd.data.torchdata import ImageDataset, eval_transform
     from edgekd.models import load_student
+    from edgekd.rundir import TEST_MANIFEST
     from edgekd.shared.preprocess import PreprocessConfig
 
     run_dir = Path(run_dir)
-    model, meta = load_student(run_dir / weights)
-    manifest = Manifest.load(run_dir / meta.get("test_manifest", "data/test.json"))
-    pre = PreprocessConfig.from_dict(meta["preprocess"])
-    ds = ImageDataset(manifest, None, eval_transform(pre))
+    model, card = load_student(run_dir / weights)
+    manifest = Manifest.load(run_dir / (card.test_manifest or TEST_MANIFEST))
+    ds = ImageDataset(manifest, None, eval_transform(PreprocessConfig.from_dict(card.preprocess)))
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False)
     y_pred, y_true = predict(model, loader)
-    return compute_metrics(y_true, y_pred, list(meta["classes"]))
+    return compute_metrics(y_true, y_pred, list(card.classes))
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m edgekd.evaluate RUN [WEIGHTS]`: print the re-scored metrics as JSON."""
+    """`python -m edgekd.evaluation RUN [WEIGHTS]`: print the re-scored metrics as JSON."""
     import argparse
 
-    p = argparse.ArgumentParser(prog="edgekd-evaluate", description="re-score a run directory's saved weights")
+    p = argparse.ArgumentParser(prog="python -m edgekd.evaluation", description="re-score a run directory's saved weights")
     p.add_argument("run_dir")
     p.add_argument("weights", nargs="?", default="model.safetensors")
     a = p.parse_args(argv)

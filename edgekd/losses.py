@@ -12,8 +12,8 @@ tempered, and tau^2 restores its gradient scale.
 
 Choices the paper leaves open (all documented where they are made):
 - SKD: `alpha * CE + w * (1 - alpha) * tau^2 * KL(p_S' || p_S)`: eq. 5 exactly when the ramp-up
-  weight `w` is 1 (the default). `rampup_weight` is mean teacher's ramp (Tarvainen & Valpola
-  2017), opt-in via `method.kd_rampup`: early on, S' still carries a random classifier.
+  weight `w` is 1 (the default); `w` < 1 early in training is mean teacher's ramp-up
+  (`edgekd.optim.KDRampup`, opt-in via `method.kd_rampup`).
 - CS-KD (Yun et al. 2020, "class-wise self-knowledge distillation"; the paper's section 4.5
   calls it class-similarity-based, but cites this method): the partner is another training
   sample of the same class (`ClassPairDataset`) and, as published, S itself predicts it without
@@ -30,8 +30,6 @@ Choices the paper leaves open (all documented where they are made):
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
@@ -58,22 +56,6 @@ def kl_div(student_logits: Tensor, target_probs: Tensor, tau: float) -> Tensor:
 def soft_targets(logits: Tensor, tau: float) -> Tensor:
     """Eq. 2: tempered softmax of the auxiliary model's logits (detached)."""
     return F.softmax(logits.detach().float() / tau, dim=-1)
-
-
-def rampup_weight(step: int, ramp_steps: int, shape: str = "sigmoid") -> float:
-    """Weight of the distillation term after `step` optimizer steps of a `ramp_steps` ramp.
-
-    `sigmoid` is mean teacher's `exp(-5 (1 - t)^2)`, `linear` is `t`; 1 once the ramp is over
-    or when there is none (`ramp_steps <= 0`).
-    """
-    if ramp_steps <= 0 or step >= ramp_steps:
-        return 1.0
-    t = max(0.0, step / ramp_steps)
-    if shape == "sigmoid":
-        return math.exp(-5.0 * (1.0 - t) ** 2)
-    if shape == "linear":
-        return t
-    raise ValueError(f"unknown ramp-up shape {shape!r}; use sigmoid or linear")
 
 
 def _eq5(ce: Tensor, kd: Tensor, alpha: float, tau: float, kd_weight: float) -> tuple[Tensor, dict[str, float]]:

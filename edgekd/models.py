@@ -2,15 +2,15 @@
 
 One place for "which weights does this model start from" so the trainer, the selection CLI
 and the exporter agree. Students are plain timm models; their on-disk form is a safetensors
-file plus a JSON sidecar (schema in DEVELOPERS.md) that is enough to rebuild them without
-the training code.
+file plus its card (`edgekd.shared.card.StudentCard`, `model.json` beside `model.safetensors`)
+that is enough to rebuild them without the training code.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +21,7 @@ from torch import nn
 
 from edgekd import __version__
 from edgekd.errors import EdgeKDError
+from edgekd.shared.card import StudentCard, card_path
 
 InitScheme = Literal["timm", "xavier", "kaiming"]
 INIT_SCHEMES: tuple[str, ...] = ("timm", "xavier", "kaiming")
@@ -270,71 +271,42 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def sidecar_path(path: str | Path) -> Path:
-    return Path(path).with_suffix(".json")
+def save_student(model: nn.Module, path: str | Path, card: StudentCard) -> Path:
+    """Write `path` (.safetensors) and its card `path.with_suffix('.json')`; returns the card's path.
 
-
-def _architecture(model: nn.Module) -> str | None:
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    return cfg.get("architecture")
-
-
-def save_student(model: nn.Module, path: str | Path, meta: Mapping[str, Any]) -> Path:
-    """Write `path` (.safetensors) and its sidecar `path.with_suffix('.json')`.
-
-    `meta` follows the DEVELOPERS.md schema; `architecture`, `num_classes` and
-    `model_kwargs` default to what the model knows about itself. `weights_sha256` and
-    `edgekd_version` are added here so the exporter can verify what it got. Returns the
-    sidecar path."""
+    The card's `weights_sha256` and `edgekd_version` are filled in here so the exporter can
+    verify what it got."""
     from safetensors.torch import save_file
 
     path = Path(path)
     if path.suffix != ".safetensors":
         raise EdgeKDError(f"student file must end in .safetensors, got {str(path)!r}")
-    info = dict(meta)
-    info.setdefault("architecture", _architecture(model))
-    info.setdefault("num_classes", getattr(model, "num_classes", None))
-    info.setdefault("model_kwargs", {})
-    if not info["architecture"]:
-        raise EdgeKDError("save_student needs meta['architecture'] (the timm model name)")
     path.parent.mkdir(parents=True, exist_ok=True)
     # clone: safetensors refuses tensors that share storage
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    save_file(tensors, str(path), metadata={"architecture": str(info["architecture"])})
-    info["weights_sha256"] = sha256_file(path)
-    info["edgekd_version"] = __version__
-    side = sidecar_path(path)
-    side.write_text(json.dumps(info, indent=2, sort_keys=False) + "\n")
-    return side
+    save_file(tensors, str(path), metadata={"architecture": card.architecture})
+    written = dataclasses.replace(card, weights_sha256=sha256_file(path), edgekd_version=__version__)
+    return written.save(card_path(path))
 
 
-def load_student(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a saved student from its sidecar alone (no training code), in eval mode.
-    Checks the weights' SHA-256 against the sidecar so a swapped file is caught early."""
+def load_student(path: str | Path) -> tuple[nn.Module, StudentCard]:
+    """Rebuild a saved student from its card alone (no training code), in eval mode.
+    Checks the weights' SHA-256 against the card so a swapped file is caught early."""
     from safetensors.torch import load_file
 
     path = Path(path)
-    side = sidecar_path(path)
+    side = card_path(path)
     if not path.is_file() or not side.is_file():
         raise EdgeKDError(
-            f"need both {str(path)!r} and its sidecar {str(side)!r}; fix: point at a file "
+            f"need both {str(path)!r} and its card {str(side)!r}; fix: point at a file "
             "written by edgekd (RUN/model.safetensors)"
         )
-    meta = json.loads(side.read_text())
-    want = meta.get("weights_sha256")
-    if want and sha256_file(path) != want:
+    card = StudentCard.load(side)
+    if card.weights_sha256 and sha256_file(path) != card.weights_sha256:
         raise EdgeKDError(
             f"{str(path)!r} does not match the weights_sha256 in {str(side)!r}; "
             "fix: keep the .safetensors and .json written together"
         )
-    for key in ("architecture", "num_classes"):
-        if key not in meta:
-            raise EdgeKDError(f"sidecar {str(side)!r} lacks {key!r}")
-    model = timm.create_model(
-        meta["architecture"],
-        pretrained=False,
-        num_classes=meta["num_classes"],
-        **(meta.get("model_kwargs") or {}),
-    )
+    model = timm.create_model(card.architecture, pretrained=False, num_classes=card.num_classes, **card.model_kwargs)
     _load_strict(model, load_file(str(path), device="cpu"), f"{str(path)!r}")
-    return model.eval(), meta
+    return model.eval(), card

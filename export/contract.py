@@ -12,6 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from edgekd.shared.card import StudentCard
+
 
 def load_manifest(path: str | Path) -> Any:
     """`edgekd.data.Manifest.load`: root, classes, items=[(absolute address, label)]."""
@@ -28,16 +30,16 @@ def discover_items(folder: str | Path) -> tuple[list[str], list[tuple[str, int]]
     return list(index.classes), [(s.path, int(s.label)) for s in index.samples]
 
 
-def load_student(path: str | Path) -> tuple[Any, dict]:
-    """`edgekd.models.load_student` -> (torch model in eval mode, sidecar dict); checks the sha256."""
+def load_student(path: str | Path) -> tuple[Any, StudentCard]:
+    """`edgekd.models.load_student` -> (torch model in eval mode, its card); checks the sha256."""
     from edgekd.models import load_student as _load
 
-    model, meta = _load(Path(path))
-    return model.eval(), meta
+    model, card = _load(Path(path))
+    return model.eval(), card
 
 
-def save_student(model: Any, path: str | Path, meta: dict) -> None:
+def save_student(model: Any, path: str | Path, card: StudentCard) -> None:
     """`edgekd.models.save_student` (used by `edgekd.export.testing` to make tiny run dirs)."""
     from edgekd.models import save_student as _save
 
-    _save(model, Path(path), meta)
+    _save(model, Path(path), card)

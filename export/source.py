@@ -65,7 +65,7 @@ class TorchRunner:
         if threads:
             torch.set_num_threads(threads)
         t0 = time.perf_counter()
-        self.model, self.meta = contract.load_student(weights)
+        self.model, self.card = contract.load_student(weights)
         self.model.eval()
         self.load_seconds = time.perf_counter() - t0
         self.path, self.fixed_batch = weights, None

@@ -17,6 +17,7 @@ import numpy as np
 
 from edgekd.export import contract
 from edgekd.export.batches import load_batch
+from edgekd.shared.card import StudentCard
 
 #: tiny architectures that export like their full-size versions
 TINY_MODELS: dict[str, tuple[str, dict]] = {
@@ -110,12 +111,9 @@ def build_tiny_run(run_dir: Path, spec: TinyRunSpec | None = None) -> Path:
         loss.backward()
         opt.step()
     model.eval()
-    meta = {
-        "architecture": arch, "model_kwargs": {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()},
-        "num_classes": spec.num_classes, "classes": classes, "preprocess": pp,
-        "edgekd_version": __import__("edgekd").__version__, "test_manifest": "data/test.json",
-    }
-    contract.save_student(model, run_dir / "model.safetensors", meta)
+    json_kwargs = {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}
+    card = StudentCard(arch, spec.num_classes, classes, json_kwargs, pp, test_manifest="data/test.json")
+    contract.save_student(model, run_dir / "model.safetensors", card)
     return run_dir
 
 

@@ -65,15 +65,15 @@ def test_cnn_layer_is_the_last_feature_map():
 def _tiny_run(run, seeds: dict[str, int]) -> None:
     from edgekd.export.testing import TINY_MODELS
     from edgekd.models import save_student
+    from edgekd.shared.card import StudentCard
 
     arch, kw = TINY_MODELS["convnext"]
     pp = {"input_size": [3, 32, 32], "mean": [0.5] * 3, "std": [0.25] * 3, "interpolation": "bicubic", "crop_pct": 1.0}
     for stem, seed in seeds.items():
         torch.manual_seed(seed)
         model = timm.create_model(arch, pretrained=False, num_classes=3, **kw)
-        save_student(model, run / f"{stem}.safetensors", {"architecture": arch, "model_kwargs": {"depths": [1, 1, 2, 1],
-                     "ls_init_value": 1.0}, "num_classes": 3, "classes": ["a", "b", "c"], "preprocess": pp,
-                     "method": "kd"})
+        save_student(model, run / f"{stem}.safetensors", StudentCard(
+            arch, 3, ["a", "b", "c"], {"depths": [1, 1, 2, 1], "ls_init_value": 1.0}, pp, method="kd"))
 
 
 def test_explain_run_side_by_side_with_dicom(tmp_path):
@@ -98,7 +98,7 @@ def test_explain_run_side_by_side_with_dicom(tmp_path):
 
 
 def test_model_card_links_the_gallery(tmp_path):
-    from edgekd.evaluate import EXPLAIN_HEADING, link_gallery
+    from edgekd.evaluation import EXPLAIN_HEADING, link_gallery
 
     card = tmp_path / "MODEL_CARD.md"
     card.write_text(f"# card\n\n## Limitations\n- x\n\n{EXPLAIN_HEADING}\n- No gallery yet\n")

@@ -19,7 +19,10 @@ from edgekd import losses, train
 from edgekd.config import load_config, rampup_steps
 from edgekd.ema import batch_statistics, has_batchnorm
 from edgekd.errors import EdgeKDError
+from edgekd.methods import Networks, get_method
 from edgekd.models import create_student
+from edgekd.optim import rampup_weight
+from edgekd.rundir import RunDir
 from tests.test_train_e2e import TINY_LITE, TINY_VIT, tiny  # noqa: F401  (module fixture)
 
 # 36 training images, one batch of 36: one optimizer step per epoch; no dropout so S(x) in train
@@ -103,10 +106,10 @@ def test_batch_statistics_uses_the_batch_and_keeps_buffers():
 
 
 def test_rampup_weights_the_kd_term():
-    assert losses.rampup_weight(0, 10) == pytest.approx(math.exp(-5))
-    assert losses.rampup_weight(5, 10) == pytest.approx(math.exp(-5 * 0.25))
-    assert losses.rampup_weight(5, 10, "linear") == pytest.approx(0.5)
-    assert losses.rampup_weight(10, 10) == losses.rampup_weight(3, 0) == 1.0
+    assert rampup_weight(0, 10) == pytest.approx(math.exp(-5))
+    assert rampup_weight(5, 10) == pytest.approx(math.exp(-5 * 0.25))
+    assert rampup_weight(5, 10, "linear") == pytest.approx(0.5)
+    assert rampup_weight(10, 10) == rampup_weight(3, 0) == 1.0
     zs, za, y = torch.tensor([[2.0, -1.0, 0.5]]), torch.tensor([[0.0, 1.0, 0.0]]), torch.tensor([0])
     full, parts = losses.skd_loss(zs, za, y, 0.6, 4.0)
     half, _ = losses.skd_loss(zs, za, y, 0.6, 4.0, kd_weight=0.5)
@@ -129,18 +132,17 @@ def test_rampup_reaches_the_loop(tiny, tmp_path):
 
 def test_cskd_partner_is_s_itself_by_default(tiny):
     cfg = load_config(None, [*TINY_VIT, f"data.root={tiny}", "method=ours-cskd"])
-    built = train.build_students(cfg, 4)
+    method = get_method("ours-cskd")(cfg)
+    built = method.build(4)
     assert built.aux is None  # published CS-KD: no second network
     seen = []
     student = lambda x: seen.append(x) or torch.zeros(len(x), 4)  # noqa: E731
     acc = types.SimpleNamespace(autocast=torch.no_grad)
-    run = types.SimpleNamespace(method="ours-cskd", aux=None, teacher=None, student=student, aux_bn="running",
-                                accelerator=acc)
     x, partner = torch.zeros(2, 3, 32, 32), torch.ones(2, 3, 32, 32)
-    train.distill_targets(run, (x, torch.tensor([0, 1]), partner))
+    method.targets(Networks(student), (x, torch.tensor([0, 1]), partner), acc)
     assert len(seen) == 1 and torch.equal(seen[0], partner)
     cfg_aux = load_config(None, [*TINY_VIT, f"data.root={tiny}", "method=ours-cskd", "method.cskd_teacher=aux"])
-    assert train.build_students(cfg_aux, 4).aux is not None
+    assert get_method("ours-cskd")(cfg_aux).build(4).aux is not None
 
 
 def test_tfkd_self_is_two_stage(tiny, tmp_path):
@@ -177,7 +179,7 @@ def test_cache_and_augmentation_reach_training(tiny, tmp_path):
                              f"data.cache_dir={tmp_path / 'cache'}"])
     from accelerate import Accelerator
 
-    data = train.build_data(cfg, tmp_path / "r2", Accelerator(cpu=True))
+    data = train.build_data(cfg, RunDir(tmp_path / "r2"), Accelerator(cpu=True))
     assert data.train.cache is not None and data.test.cache is not None
     names = [type(t).__name__ for t in data.train.transform.transforms]
     assert "RandomHorizontalFlip" in names

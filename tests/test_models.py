@@ -2,6 +2,7 @@
 and the student file format."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from edgekd.models import (
     map_by_order,
     save_student,
 )
+from edgekd.shared.card import CARD_VERSION, StudentCard
 
 TINY_VIT = dict(img_size=32, patch_size=8, embed_dim=16, depth=2, num_heads=2)
 
@@ -59,25 +61,61 @@ def test_create_student_timm_init_and_errors():
         create_student("vit_gigantic_nope", 3)
 
 
+def _card(**changes) -> StudentCard:
+    return StudentCard("vit_tiny_patch16_224", 3, ["a", "b", "c"], dict(TINY_VIT), {"input_size": [3, 32, 32]},
+                       test_manifest="data/test.json", **changes)
+
+
 def test_save_load_student_roundtrip(tmp_path):
     m = create_student("vit_tiny_patch16_224", 3, **TINY_VIT).eval()
-    meta = {"architecture": "vit_tiny_patch16_224", "model_kwargs": TINY_VIT, "num_classes": 3,
-            "classes": ["a", "b", "c"], "preprocess": {"input_size": [3, 32, 32]}, "test_manifest": "data/test.json"}
-    side = save_student(m, tmp_path / "model.safetensors", meta)
+    side = save_student(m, tmp_path / "model.safetensors", _card())
     assert side == tmp_path / "model.json"
     info = json.loads(side.read_text())
     assert len(info["weights_sha256"]) == 64 and info["edgekd_version"] == __import__("edgekd").__version__
-    m2, meta2 = load_student(tmp_path / "model.safetensors")
-    assert meta2["classes"] == ["a", "b", "c"] and not m2.training
+    m2, card = load_student(tmp_path / "model.safetensors")
+    assert card.classes == ["a", "b", "c"] and not m2.training
+    assert card == replace(_card(), weights_sha256=info["weights_sha256"], edgekd_version=info["edgekd_version"])
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(m(x), m2(x))
     # a swapped weights file is caught
     other = create_student("vit_tiny_patch16_224", 3, **TINY_VIT)
-    save_student(other, tmp_path / "other.safetensors", meta)
+    save_student(other, tmp_path / "other.safetensors", _card())
     (tmp_path / "model.safetensors").write_bytes((tmp_path / "other.safetensors").read_bytes())
     with pytest.raises(EdgeKDError, match="weights_sha256"):
         load_student(tmp_path / "model.safetensors")
+
+
+def test_a_card_from_an_older_run_still_loads(tmp_path):
+    """edgekd <= 0.1.0 wrote an unversioned dict sidecar; unknown keys (e.g. a note) are kept verbatim."""
+    m = create_student("vit_tiny_patch16_224", 3, **TINY_VIT).eval()
+    save_student(m, tmp_path / "model.safetensors", _card())
+    new = json.loads((tmp_path / "model.json").read_text())
+    old = {k: new[k] for k in ("architecture", "model_kwargs", "num_classes", "classes", "preprocess",
+                               "weights_sha256", "edgekd_version", "test_manifest")}
+    (tmp_path / "model.json").write_text(json.dumps({**old, "method": "ours", "epoch": 2, "note": "x"}))
+    _, card = load_student(tmp_path / "model.safetensors")
+    assert (card.architecture, card.method, card.epoch, card.role) == ("vit_tiny_patch16_224", "ours", 2, "student")
+    assert card.card_version == CARD_VERSION and card.extra == {"note": "x"}
+    assert json.loads(card.to_json())["note"] == "x"
+
+
+@pytest.mark.parametrize("text,msg", [
+    ("{not json", "not valid JSON"),
+    ('["a list"]', "not a JSON object"),
+    ('{"num_classes": 3}', "lacks 'architecture'"),
+    ('{"architecture": "vit_tiny_patch16_224", "num_classes": "three"}', "'num_classes' is 'three'"),
+    ('{"architecture": "vit_tiny_patch16_224", "num_classes": 3, "model_kwargs": [1]}', "'model_kwargs'"),
+    ('{"architecture": "vit_tiny_patch16_224", "num_classes": 3, "role": "boss"}', "role 'boss'"),
+    ('{"architecture": "vit_tiny_patch16_224", "num_classes": 3, "card_version": 99}', "upgrade edgekd"),
+])
+def test_a_bad_card_is_a_user_error(tmp_path, text, msg):
+    m = create_student("vit_tiny_patch16_224", 3, **TINY_VIT)
+    save_student(m, tmp_path / "model.safetensors", _card())
+    (tmp_path / "model.json").write_text(text)
+    with pytest.raises(EdgeKDError, match=msg) as e:
+        load_student(tmp_path / "model.safetensors")
+    assert "model.json" in str(e.value) and "fix:" in str(e.value)
 
 
 # --------------------------------------------------------------------------- teachers from files

@@ -25,13 +25,13 @@ def test_select_cli_tiny_vit(tmp_path, capsys):
     assert "TOTAL" in printed and "tensors mapped" in printed
     for name in ("main.safetensors", "main.json", "aux.safetensors", "aux.json", "selection_report.json"):
         assert (out / name).is_file(), name
-    main, meta = load_student(out / "main.safetensors")
-    aux, meta_aux = load_student(out / "aux.safetensors")
-    assert meta["architecture"] == "vit_tiny_patch16_224" and meta["classes"] == ["a", "b", "c"]
-    assert meta["model_kwargs"]["embed_dim"] == 16 and meta["selection"]["role"] == "main"
-    assert meta_aux["selection"]["role"] == "aux"
-    assert meta["preprocess"]["input_size"] == [3, 32, 32]  # the student's size (img_size kwarg)
-    assert meta["preprocess"]["mean"] == [0.5, 0.5, 0.5]  # the teacher's normalization (augreg ViT)
+    main, card = load_student(out / "main.safetensors")
+    aux, card_aux = load_student(out / "aux.safetensors")
+    assert card.architecture == "vit_tiny_patch16_224" and card.classes == ["a", "b", "c"]
+    assert card.model_kwargs["embed_dim"] == 16 and card.selection["role"] == "main"
+    assert card_aux.selection["role"] == "aux"
+    assert card.preprocess["input_size"] == [3, 32, 32]  # the student's size (img_size kwarg)
+    assert card.preprocess["mean"] == [0.5, 0.5, 0.5]  # the teacher's normalization (augreg ViT)
     report = json.loads((out / "selection_report.json").read_text())
     assert report["totals_mapped"]["both"] == 0.0 and report["strategy"] == "uniform"
     assert not torch.equal(main.cls_token, aux.cls_token)
@@ -48,8 +48,8 @@ def test_select_cli_lite_package(tmp_path):
         "--student", "tf_efficientnet_lite0", "--num-classes", "2", "--out", str(tmp_path),
     ])
     assert rc == 0
-    model, meta = load_student(tmp_path / "main.safetensors")
-    assert meta["selection"]["teacher_weights"] == "lite-package"
+    model, card = load_student(tmp_path / "main.safetensors")
+    assert card.selection["teacher_weights"] == "lite-package"
     with torch.no_grad():
         assert model(torch.randn(1, 3, 64, 64)).shape == (1, 2)
 

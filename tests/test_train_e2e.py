@@ -17,7 +17,9 @@ from PIL import Image
 
 from edgekd import train
 from edgekd.config import load_config
+from edgekd.errors import EdgeKDError
 from edgekd.losses import ClassPairDataset
+from edgekd.methods import get_method
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_VIT = [
@@ -69,7 +71,7 @@ def test_ours_writes_the_run_directory(tiny, tmp_path):
     assert res["world_size"] == 1 and 0.0 <= res["accuracy"] <= 1.0 and res["n_test"] == 12
     assert set(res["test"]["per_class"]) == {"alpha", "beta", "gamma", "delta"}
     assert any((d / "logs").rglob("events.out.tfevents*"))
-    from edgekd.evaluate import evaluate_run
+    from edgekd.evaluation import evaluate_run
 
     assert evaluate_run(d)["accuracy"] == res["accuracy"]
 
@@ -77,12 +79,29 @@ def test_ours_writes_the_run_directory(tiny, tmp_path):
 @pytest.mark.parametrize("method,extra", [
     ("ours-swap", []), ("ours-cskd", []), ("ours-cskd", ["method.cskd_teacher=self"]),
     ("ours-tfkd", []), ("ours-tfkd", ["method.tfkd_mode=reg"]), ("ours-tfkd", ["method.tfkd_mode=self"]),
-    ("cm1", []), ("cm2", []), ("cm3", []), ("cm4", []), ("kd", []), ("ours", ["mixed_precision=bf16"]),
+    ("cm1", []), ("cm2", []), ("cm3", []), ("cm4", []), ("kd", []),
 ])
 def test_each_method_runs_one_epoch(tiny, tmp_path, method, extra):
     res = run(tiny, tmp_path / "r", f"method={method}", *extra)
     assert res["method"] == method and res["steps"] == 4 and res["epochs"] == 1
     assert 0.0 <= res["accuracy"] <= 1.0 and np.isfinite(res["test"]["macro_f1"])
+
+
+def test_bf16_runs_in_its_own_process(tiny, tmp_path):
+    """Accelerate fixes the mixed precision once per process: bf16 trains in a fresh one, and asking
+    a process that already trained in fp32 for bf16 is a user error naming the fix."""
+    method, args = "ours", [*TINY_VIT, f"data.root={tiny}", f"run_dir={tmp_path / 'r'}", "mixed_precision=bf16"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, "-m", "edgekd.train", *args, f"method={method}"], env=env, cwd=REPO,
+                       capture_output=True, text=True, timeout=400)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert res["method"] == method and res["steps"] == 4 and res["epochs"] == 1
+    assert 0.0 <= res["accuracy"] <= 1.0 and np.isfinite(res["test"]["macro_f1"])
+    assert res["mixed_precision"] == "bf16"
+    train.make_accelerator(load_config(None, ["trackers=none"]), tmp_path / "fp32")  # this process: fp32
+    with pytest.raises(EdgeKDError, match="already trained with no .*own process"):
+        train.main([*args, f"run_dir={tmp_path / 'again'}"])
 
 
 def test_pretrained_reference_uses_offline_lite0_weights(tiny, tmp_path):
@@ -93,7 +112,7 @@ def test_pretrained_reference_uses_offline_lite0_weights(tiny, tmp_path):
 def _students(tiny, method):
     cfg = load_config(None, [*TINY_VIT, f"data.root={tiny}", f"method={method}"])
     torch.manual_seed(0)
-    return train.build_students(cfg, 4)
+    return get_method(method)(cfg).build(4)
 
 
 def test_swap_exchanges_the_selected_subsets(tiny):
@@ -178,7 +197,7 @@ def test_two_process_gloo_run(tiny, tmp_path):
     assert res["world_size"] == 2 and "MULTI_CPU" in res["distributed_type"]
     assert len(res["aux_checksums"]) == 2 and res["aux_checksums"][0] == res["aux_checksums"][1]  # S' in sync
     assert res["student_checksums"][0] == res["student_checksums"][1]
-    from edgekd.evaluate import evaluate_run
+    from edgekd.evaluation import evaluate_run
 
     one = evaluate_run(tmp_path / "ddp")
     assert one["n"] == res["n_test"] == 12

@@ -2,14 +2,13 @@
 
 Why side by side: the explainable-KD line of work judges a distilled student by whether it
 looks where its teacher looks. A run directory holds S (`model.safetensors`), S' for the
-self-distillation methods (`aux.safetensors`) and, for `kd`, the fine-tuned teacher
-(`teacher.safetensors`). The `ours`/`cm1` teacher is never trained on the data (it only
-donates weights), so it is rebuilt from `config.yaml` and explains its own top-1 ImageNet class.
+methods that keep one (`aux.safetensors`) and a teacher the method trained (`teacher.safetensors`).
+A teacher that only donates weights (`Method.teacher_donates_weights`) is never trained on the
+data, so it is rebuilt from `config.yaml` and explains its own top-1 ImageNet class.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,10 +19,11 @@ from tqdm import tqdm
 
 from edgekd.data import load_image
 from edgekd.errors import EdgeKDError
-from edgekd.evaluate import link_gallery
+from edgekd.evaluation import link_gallery
 from edgekd.explain.cam import CamConfig, compute_cams
-from edgekd.shared.render import GalleryRow, Panel, denormalize, write_gallery
+from edgekd.shared.card import StudentCard
 from edgekd.shared.preprocess import PreprocessConfig, preprocess_numpy
+from edgekd.shared.render import GalleryRow, Panel, denormalize, write_gallery
 
 ROLES = ("student", "aux", "teacher")
 _LABELS = {"student": "S", "aux": "S' (aux)", "teacher": "teacher"}
@@ -59,11 +59,12 @@ def class_name(classes: list[str] | None, idx: int, num_classes: int) -> str:
 def _teacher_from_config(run: Path) -> tuple[Explainee | None, str | None]:
     """(the selection teacher as the run built it, a note for the gallery); (None, why) if none."""
     from edgekd.config import load_config
+    from edgekd.methods import get_method
     from edgekd.models import load_teacher
 
     cfg = load_config(run / "config.yaml")
     m = cfg.model
-    if cfg.method.name not in ("ours", "ours-swap", "ours-cskd", "ours-tfkd", "cm1"):
+    if not get_method(cfg.method.name).teacher_donates_weights:
         return None, f"method {cfg.method.name!r} has no teacher"
     try:
         t = load_teacher(m.teacher, weights=m.teacher_weights, pretrained=m.teacher_pretrained, **m.teacher_kwargs)
@@ -87,14 +88,14 @@ def run_models(run: Path, roles: tuple[str, ...] = ROLES) -> tuple[list[Explaine
     for role in roles:
         path = run / files[role]
         if path.is_file():
-            model, meta = load_student(path)
-            out.append(Explainee(_LABELS[role], model, list(meta["classes"])))
+            model, card = load_student(path)
+            out.append(Explainee(_LABELS[role], model, list(card.classes)))
         elif role == "teacher":
             t, note = _teacher_from_config(run)
             out += [t] if t else []
             notes += [note] if note else []
         else:
-            notes.append(f"{files[role]} not in the run (S' is saved by the self-distillation methods)")
+            notes.append(f"{files[role]} not in the run (S' is saved by the methods that keep one)")
     return out, notes
 
 
@@ -108,10 +109,10 @@ def _panels(models: list[Explainee], x: np.ndarray, cfg: CamConfig) -> list[list
 
 def explain_run(req: ExplainRequest) -> Path:
     """Maps for every image and model, written as a gallery under req.out; returns gallery.md."""
-    meta = json.loads((req.run / "model.json").read_text()) if (req.run / "model.json").is_file() else None
-    if meta is None:
+    if not (req.run / "model.json").is_file():
         raise EdgeKDError(f"{req.run} has no model.json; fix: pass a run directory written by `edgekd train`")
-    pp = PreprocessConfig.from_dict(meta["preprocess"])
+    card = StudentCard.load(req.run / "model.json")
+    pp = PreprocessConfig.from_dict(card.preprocess)
     models, notes = run_models(req.run, req.roles)
     rows: list[GalleryRow] = []
     for i in tqdm(range(0, len(req.images), req.batch_size), desc=f"explain ({req.cam.method})", unit="batch"):
@@ -120,7 +121,7 @@ def explain_run(req: ExplainRequest) -> Path:
         for path, xi, panels in zip(paths, x, _panels(models, x, req.cam)):
             rows.append(GalleryRow(path, denormalize(xi, pp.mean, pp.std), panels))
     notes = [f"Method: {req.cam.method} (pytorch-grad-cam); each map explains that model's own top-1 class.",
-             f"Run: `{req.run}` ({meta['architecture']}, method {meta.get('method', '?')}).", *notes]
+             f"Run: `{req.run}` ({card.architecture}, method {card.method or '?'}).", *notes]
     gallery = write_gallery(rows, req.out, f"What the models look at ({req.cam.method})", [f"- {n}" for n in notes])
     link_gallery(req.run, gallery, req.cam.method)
     return gallery

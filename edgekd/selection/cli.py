@@ -1,6 +1,6 @@
 """`edgekd select`: teacher -> main + auxiliary student files and a coverage report.
 
-Writes OUT/main.safetensors, OUT/aux.safetensors (each with its JSON sidecar, so
+Writes OUT/main.safetensors, OUT/aux.safetensors (each with its card, role "selection", so
 `edgekd.models.load_student` and the trainer can start from them) and
 OUT/selection_report.json, then prints a short table.
 """
@@ -37,14 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--student", required=True, help="timm name, e.g. vit_tiny_patch16_224")
     p.add_argument("--strategy", default="uniform", choices=STRATEGIES)
     p.add_argument("--num-classes", type=int, required=True)
-    p.add_argument("--classes", help="comma-separated class names for the sidecars (default 0..K-1)")
+    p.add_argument("--classes", help="comma-separated class names for the cards (default 0..K-1)")
     p.add_argument("--out", required=True, type=Path, help="output directory")
     p.add_argument("--seed", type=int, default=0, help="random strategies and classifier init")
-    p.add_argument("--image-size", type=int, help="preprocess size written to the sidecars")
+    p.add_argument("--image-size", type=int, help="preprocess size written to the cards")
     p.add_argument("--teacher-kwargs", default="{}", help="JSON kwargs for timm.create_model (teacher)")
     p.add_argument(
         "--model-kwargs", "--student-kwargs", dest="model_kwargs", default="{}",
-        help="JSON kwargs for timm.create_model (students), saved in the sidecars",
+        help="JSON kwargs for timm.create_model (students), saved in the cards",
     )
     return p
 
@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from edgekd.models import create_student, load_teacher, save_student
     from edgekd.selection.dual import select_dual
+    from edgekd.shared.card import StudentCard
 
     if args.num_classes < 1:
         raise EdgeKDError("--num-classes must be >= 1")
@@ -99,13 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    base = {
-        "architecture": args.student,
-        "model_kwargs": s_kwargs,
-        "num_classes": args.num_classes,
-        "classes": classes,
-        "preprocess": _preprocess(args.student, args.teacher, args.image_size, s_kwargs),
-    }
+    preprocess = _preprocess(args.student, args.teacher, args.image_size, s_kwargs)
     source = {
         "teacher": args.teacher,
         "teacher_weights": args.teacher_weights or ("random" if args.random_teacher else "timm-hub"),
@@ -113,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
         "seed": args.seed,
     }
     for role, model in (("main", main_s), ("aux", aux_s)):
-        save_student(model, out / f"{role}.safetensors", {**base, "selection": {**source, "role": role}})
+        card = StudentCard(args.student, args.num_classes, classes, s_kwargs, preprocess, role="selection",
+                           selection={**source, "role": role})
+        save_student(model, out / f"{role}.safetensors", card)
     report.save(out / "selection_report.json")
     console.print(report.rich_table(max_rows=5))
     console.print(f"wrote {out / 'main.safetensors'}, {out / 'aux.safetensors'}, {out / 'selection_report.json'}")

@@ -19,6 +19,13 @@ CARD_VERSION = 2  # 1 = the unversioned sidecar of edgekd <= 0.1.0 (same fields,
 ROLES = ("student", "aux", "teacher", "selection")
 
 
+#: fields whose type the rest of the code relies on (a hand-edited card fails here, not in timm)
+_TYPES: dict[str, tuple[type, ...]] = {
+    "architecture": (str,), "num_classes": (int, type(None)), "classes": (list,), "model_kwargs": (dict,),
+    "preprocess": (dict, type(None)),
+}
+
+
 @dataclass
 class StudentCard:
     """What a saved network is and how to feed it.
@@ -37,6 +44,7 @@ class StudentCard:
     epoch: int | None = None
     selected_by: str | None = None  # best.*: the score that chose the epoch
     test_manifest: str | None = None  # relative to the run directory
+    selection: dict[str, Any] | None = None  # `edgekd select`: teacher, its weights, strategy, seed, main/aux
     weights_sha256: str = ""
     edgekd_version: str = ""
     calibration: dict[str, Any] | None = None  # reserved for temperature scaling (issue 17)
@@ -47,7 +55,11 @@ class StudentCard:
         if not self.architecture:
             raise EdgeKDError("student card needs an architecture (the timm model name)")
         if self.role not in ROLES:
-            raise EdgeKDError(f"student card role {self.role!r} is not one of {ROLES}")
+            raise EdgeKDError(f"student card role {self.role!r} is not one of {ROLES}; fix: re-save the model with edgekd")
+        for name, types in _TYPES.items():
+            if not isinstance(getattr(self, name), types):
+                raise EdgeKDError(f"student card field {name!r} is {getattr(self, name)!r}, not "
+                                  f"{' or '.join(t.__name__ for t in types)}; fix: re-save the model with edgekd")
 
     def to_json(self) -> str:
         d = asdict(self)
@@ -71,7 +83,10 @@ class StudentCard:
                 raise EdgeKDError(f"{source} lacks {key!r}; fix: re-save the model with edgekd")
         known = {f.name for f in fields(cls)} - {"extra", "card_version"}
         extra = {k: d.pop(k) for k in list(d) if k not in known}
-        return cls(**d, extra=extra, card_version=CARD_VERSION)
+        try:
+            return cls(**d, extra=extra, card_version=CARD_VERSION)
+        except EdgeKDError as e:
+            raise EdgeKDError(f"{source}: {e}") from None
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
