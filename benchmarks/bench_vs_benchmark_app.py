@@ -60,7 +60,8 @@ def default_artifacts(work: Path) -> list[Path]:
 
 def edgekd_side(xml: Path, threads: int, batch: int, seconds: float) -> dict:
     from edgekd.export.bench import BenchConfig, bench_runner, measure_throughput
-    from edgekd.export.runtimes import RunnerConfig, open_runner
+    from edgekd.export.runner import RunnerConfig
+    from edgekd.export.runtimes import open_runner
 
     r = open_runner(xml, RunnerConfig(threads=threads, static_batch=1, inference_precision="f32"))
     lat = bench_runner(r, tuple(r.input_shape[1:]), cfg=BenchConfig(warmup=20, iters=200, max_seconds=seconds))

@@ -138,7 +138,7 @@ def make_student(name: str, work: Path, manifests: dict[str, Path], threads: int
     from edgekd.data import Manifest
     from edgekd.models import load_teacher, save_student
     from edgekd.shared.card import StudentCard
-    from edgekd.shared.preprocess import resolve_preprocess
+    from edgekd.models import resolve_preprocess
 
     run = work / name
     if (run / "model.json").exists():
@@ -241,7 +241,8 @@ def _calibration(src, calib_size: int, torch_runner) -> tuple:
 
 def backends(arts: dict[str, Path], threads: int) -> list[tuple[str, str, str, object, object]]:
     """(backend, precision, config, latency runner (static batch 1), verify runner (dynamic))."""
-    from edgekd.export.runtimes import RunnerConfig, open_runner
+    from edgekd.export.runner import RunnerConfig
+    from edgekd.export.runtimes import open_runner
 
     def pair(key: str, static_key: str | None = None, ovp: str | None = "f32") -> tuple[object, object]:
         mk = lambda k, b: open_runner(arts[k], RunnerConfig(threads=threads, static_batch=b, inference_precision=ovp))  # noqa: E731

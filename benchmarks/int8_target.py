@@ -54,7 +54,8 @@ def predictions(runner, items: list[tuple[str, int]], pp: dict) -> np.ndarray:
 
 def measure(run: Path, exports: dict[str, Path], pool: int) -> list[dict]:
     from edgekd.export.int8_accuracy import AccuracyTarget, wilson_lower
-    from edgekd.export.runtimes import RunnerConfig, open_runner
+    from edgekd.export.runner import RunnerConfig
+    from edgekd.export.runtimes import open_runner
     from edgekd.export.source import TorchRunner, resolve_run
     from edgekd.export.verify import Thresholds
 

@@ -22,6 +22,7 @@ from torch import nn
 from edgekd import __version__
 from edgekd.errors import EdgeKDError
 from edgekd.shared.card import StudentCard, card_path
+from edgekd.shared.preprocess import IMAGENET_MEAN, IMAGENET_STD, INTERPOLATIONS, PreprocessConfig
 
 InitScheme = Literal["timm", "xavier", "kaiming"]
 INIT_SCHEMES: tuple[str, ...] = ("timm", "xavier", "kaiming")
@@ -310,3 +311,37 @@ def load_student(path: str | Path) -> tuple[nn.Module, StudentCard]:
     model = timm.create_model(card.architecture, pretrained=False, num_classes=card.num_classes, **card.model_kwargs)
     _load_strict(model, load_file(str(path), device="cpu"), f"{str(path)!r}")
     return model.eval(), card
+
+
+def resolve_preprocess(model_name: str, image_size: int | None = None, **model_kwargs) -> PreprocessConfig:
+    """Mean/std/interpolation/size from timm's pretrained config for `model_name` (never downloads).
+
+    `image_size` overrides the size (e.g. 224 for every model, as in the paper); `img_size` in
+    `model_kwargs` is honoured too. crop_pct is 1.0: whole images are resized, not centre-cropped.
+    """
+    from timm.data import resolve_data_config
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(model_name)
+    if cfg is not None:
+        data = resolve_data_config(pretrained_cfg=cfg.to_dict())
+    elif timm.is_model(model_name.split(".")[0]):
+        model = timm.create_model(model_name, pretrained=False, **model_kwargs)
+        data = resolve_data_config(model=model)
+    else:
+        raise EdgeKDError(f"unknown timm model {model_name!r}; fix: pick a name from timm.list_models()")
+    size = image_size or model_kwargs.get("img_size")
+    if isinstance(size, (tuple, list)):
+        h, w = int(size[-2]), int(size[-1])
+    elif size:
+        h = w = int(size)
+    else:
+        h, w = data["input_size"][1], data["input_size"][2]
+    interp = data.get("interpolation", "bicubic")
+    return PreprocessConfig(
+        input_size=(3, h, w),
+        mean=tuple(data.get("mean", IMAGENET_MEAN)),
+        std=tuple(data.get("std", IMAGENET_STD)),
+        interpolation=interp if interp in INTERPOLATIONS else "bicubic",
+        crop_pct=1.0,
+    )

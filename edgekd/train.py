@@ -39,8 +39,9 @@ from edgekd.memory import peak_rss, reset_peak_rss
 from edgekd.methods import Method, Networks, get_method
 from edgekd.optim import KDRampup, build_optimizer, cosine_with_warmup, teacher_optimizer
 from edgekd.rundir import TEST_MANIFEST, RunDir
+from edgekd.models import resolve_preprocess
 from edgekd.shared.card import StudentCard
-from edgekd.shared.preprocess import PreprocessConfig, resolve_preprocess
+from edgekd.shared.preprocess import PreprocessConfig
 
 # ---------------------------------------------------------------------------------------------
 # config and accelerator

@@ -114,7 +114,8 @@ def measure_throughput(path: str | Path, batch: int, threads: int | None = 2, in
     streams here: static batch, sequential calls."""
     if Path(path).suffix == ".xml":
         return _openvino_throughput(Path(path), batch, threads, inference_precision, seconds)
-    from edgekd.export.runtimes import RunnerConfig, open_runner
+    from edgekd.export.runner import RunnerConfig
+    from edgekd.export.runtimes import open_runner
 
     r = open_runner(path, RunnerConfig(threads=threads, static_batch=batch, latency=False, inference_precision=inference_precision))
     x_shape = (batch, *r.input_shape[1:])
@@ -200,7 +201,7 @@ def gpu_info() -> dict[str, Any] | None:
 
 
 def machine_info() -> dict[str, Any]:
-    from edgekd.export.runtimes import runtime_version
+    from edgekd.export.runner import runtime_version
 
     info = {
         **cpu_info(), "gpu": gpu_info(), "os": platform.platform(), "python": platform.python_version(),

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from edgekd.errors import EdgeKDError
-from edgekd.export.options import option_table
+from edgekd.export.options import check_options, option_table, plan_jobs
 from edgekd.export.targets import PRECISIONS, TARGETS
 
 
@@ -103,8 +103,6 @@ def export_main(argv: list[str]) -> int:
                               "--precision fp16")
         if a.target not in ("tensorrt", "all"):  # a comma list makes no sense here either
             raise EdgeKDError(f"--build-on-device builds TensorRT engines; --target {a.target} makes no sense with it")
-        from edgekd.export.targets.tensorrt import build_on_device
-
         return build_on_device(a.onnx, a.out or a.onnx.parent, a.precision, options)
     if a.run is None:
         raise EdgeKDError("--run RUN_DIR is required (or --build-on-device --onnx MODEL.onnx on a GPU device)")
@@ -135,7 +133,8 @@ def verify_main(argv: list[str]) -> int:
     from edgekd.export.batches import iter_batches, manifest_items
     from edgekd.export.metadata import read_metadata
     from edgekd.export.report import ReportRow, print_table
-    from edgekd.export.runtimes import RunnerConfig, open_runner
+    from edgekd.export.runner import RunnerConfig
+    from edgekd.export.runtimes import open_runner
     from edgekd.export.source import TorchRunner, resolve_run
     from edgekd.export.verify import verify
 
@@ -172,6 +171,25 @@ def verify_main(argv: list[str]) -> int:
     return 1 if bad else 0
 
 
+def build_on_device(onnx: Path, out: Path, precision: str | None, values: Mapping[str, object]) -> int:
+    """`edgekd export --build-on-device --onnx MODEL.onnx`: an engine on THIS GPU from a shipped ONNX
+    (no torch, no run directory). The precision defaults to what the file name says."""
+    from edgekd.export import tensorrt_export as trtx
+    from edgekd.export.targets.tensorrt import MAX_BATCH, MIN_BATCH, OPT_BATCH, TensorRT, build_config
+
+    precision = precision or ("int8" if ".qdq" in onnx.name else "fp16" if ".fp16" in onnx.name else "fp32")
+    jobs = plan_jobs(TensorRT.name, precision)
+    check_options(jobs, {o.name: o.of(values) for o in (MIN_BATCH, OPT_BATCH, MAX_BATCH)})
+    reason = trtx.tensorrt_unavailable_reason()
+    if reason:
+        raise EdgeKDError(f"cannot build a TensorRT engine here: {reason}")
+    for job in jobs:
+        engine = out / trtx.engine_name(onnx, job.precision)
+        sc = trtx.build_engine(onnx, engine, build_config(job.precision, values, 32))
+        print(f"built {engine} ({sc.device.gpu_name}, sm {sc.device.compute_capability}, TensorRT {sc.device.tensorrt_version})")
+    return 0
+
+
 def bench_main(argv: list[str]) -> int:
     """Torch-free: runs on a box with only `edgekd[runtime]`."""
     ap = argparse.ArgumentParser(prog="edgekd bench", description="Time artifacts on this machine (batch-1 latency "
@@ -194,7 +212,8 @@ def bench_main(argv: list[str]) -> int:
     from edgekd.export.publish import require_verified
     from edgekd.export.bench import BenchConfig, bench_runner, machine_info, measure_throughput
     from edgekd.export.metadata import preprocess_dict, read_metadata
-    from edgekd.export.runtimes import RunnerConfig, open_runner
+    from edgekd.export.runner import RunnerConfig
+    from edgekd.export.runtimes import open_runner
 
     machine = machine_info()
     cfg = BenchConfig(warmup=a.warmup, iters=a.iters)

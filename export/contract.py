@@ -36,10 +36,3 @@ def load_student(path: str | Path) -> tuple[Any, StudentCard]:
 
     model, card = _load(Path(path))
     return model.eval(), card
-
-
-def save_student(model: Any, path: str | Path, card: StudentCard) -> None:
-    """`edgekd.models.save_student` (used by `edgekd.export.testing` to make tiny run dirs)."""
-    from edgekd.models import save_student as _save
-
-    _save(model, Path(path), card)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekd.export.verify import Predictor
+from edgekd.export.runner import Predictor
 from edgekd.shared.saliency import OcclusionConfig, occlusion_maps, rank_corr, top_iou
 
 
@@ -56,7 +56,7 @@ def explain_artifact(artifact: str | Path, images: list[str], out: Path, cfg: Oc
 
     from edgekd.shared.render import GalleryRow, Panel, denormalize, write_gallery
     from edgekd.export.predict import Classifier
-    from edgekd.export.runtimes import RunnerConfig
+    from edgekd.export.runner import RunnerConfig
 
     clf = Classifier(artifact, RunnerConfig(threads=threads))
     rows = []

@@ -14,6 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from edgekd.shared.card import StudentCard
+
 #: the keys every artifact carries (prefix `edgekd.` in ONNX, `rt_info["edgekd"][key]` in IR)
 KEYS = (
     "classes", "input_size", "mean", "std", "interpolation", "crop_pct",
@@ -22,19 +24,20 @@ KEYS = (
 ONNX_PREFIX = "edgekd."
 
 
-def artifact_metadata(meta: dict, precision: str, input_name: str = "input", output_name: str = "logits") -> dict[str, Any]:
-    """Build the metadata dict from a student sidecar (model.json)."""
-    pp = meta["preprocess"]
+def artifact_metadata(card: StudentCard, precision: str, input_name: str = "input",
+                      output_name: str = "logits") -> dict[str, Any]:
+    """The metadata an artifact carries, from the student's card (model.json)."""
+    pp = card.preprocess or {}
     return {
-        "classes": list(meta["classes"]),
+        "classes": list(card.classes),
         "input_size": list(pp["input_size"]),
         "mean": list(pp["mean"]),
         "std": list(pp["std"]),
         "interpolation": pp.get("interpolation", "bicubic"),
         "crop_pct": float(pp.get("crop_pct", 1.0)),
-        "architecture": meta["architecture"],
-        "edgekd_version": meta.get("edgekd_version") or _edgekd_version(),
-        "weights_sha256": meta.get("weights_sha256", ""),
+        "architecture": card.architecture,
+        "edgekd_version": card.edgekd_version or _edgekd_version(),
+        "weights_sha256": card.weights_sha256,
         "precision": precision,
         "input_name": input_name,
         "output_name": output_name,

@@ -301,7 +301,8 @@ def quantize_accuracy_aware(src: Path, dst: Path, calib: CalibrationSet, val: "V
     import tempfile
 
     from edgekd.export.int8_accuracy import paired_batch1_ms, score_predict, search_and_check
-    from edgekd.export.runtimes import RunnerConfig, open_runner
+    from edgekd.export.runner import RunnerConfig
+    from edgekd.export.runtimes import open_runner
 
     search, goal, check, pass_check = search_and_check(val, target)
     tries: list[SearchTry] = []

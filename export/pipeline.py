@@ -28,7 +28,8 @@ from edgekd.export.calibration import DEFAULT_CALIB_SIZE, DEFAULT_VAL_SIZE
 from edgekd.export.options import Job, check_options, plan_jobs
 from edgekd.export.publish import publish, refuse_other_run, staging_dir
 from edgekd.export.report import ReportRow, print_table, write_report
-from edgekd.export.runtimes import RunnerConfig, open_runner
+from edgekd.export.runner import RunnerConfig
+from edgekd.export.runtimes import open_runner
 from edgekd.export.targets import CALIB_DATA, CALIB_SIZE, TARGETS, VAL_SIZE, BuildInputs, Int8Inputs, Target
 from edgekd.export.verify import Thresholds, VerifyResult, verify
 

@@ -27,7 +27,8 @@ from edgekd.shared.saliency import softmax
 from edgekd.export.batches import load_batch
 from edgekd.export.metadata import preprocess_dict, read_metadata
 from edgekd.export.publish import require_verified
-from edgekd.export.runtimes import Runner, RunnerConfig, open_runner
+from edgekd.export.runner import Runner, RunnerConfig
+from edgekd.export.runtimes import open_runner
 
 class Classifier:
     """Artifact + its own metadata -> class names and probabilities."""

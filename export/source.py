@@ -17,18 +17,19 @@ import numpy as np
 
 from edgekd.errors import EdgeKDError
 from edgekd.export import contract
+from edgekd.shared.card import StudentCard, card_path
 
 
 @dataclass
 class RunSource:
     weights: Path
-    meta: dict
+    meta: StudentCard
     train_manifest: Path | None
     test_manifest: Path | None
 
     @property
     def architecture(self) -> str:
-        return str(self.meta["architecture"])
+        return self.meta.architecture
 
 
 def resolve_run(run: str | Path, weights: str | None = None) -> RunSource:
@@ -40,16 +41,14 @@ def resolve_run(run: str | Path, weights: str | None = None) -> RunSource:
         if not run.is_dir():
             raise EdgeKDError(f"--run {run}: no such run directory; pass the trainer's output folder or a .safetensors file")
         w, root = run / (weights or "model.safetensors"), run
-    side = w.with_suffix(".json")
+    side = card_path(w)
     if not w.exists() or not side.exists():
-        raise EdgeKDError(f"{w} or its sidecar {side.name} is missing; export needs both (written by `edgekd train`)")
-    import json
-
-    meta = json.loads(side.read_text())
-    for key in ("architecture", "num_classes", "classes", "preprocess"):
-        if key not in meta:
-            raise EdgeKDError(f"sidecar {side} lacks {key!r}; re-save the model with edgekd.models.save_student")
-    test = root / meta.get("test_manifest", "data/test.json")
+        raise EdgeKDError(f"{w} or its card {side.name} is missing; export needs both (written by `edgekd train`)")
+    meta = StudentCard.load(side)
+    if not meta.classes or meta.preprocess is None:
+        raise EdgeKDError(f"card {side} lacks the class names or the preprocessing; fix: re-save the model with "
+                          "edgekd.models.save_student")
+    test = root / (meta.test_manifest or "data/test.json")
     train = root / "data" / "train.json"
     return RunSource(w, meta, train if train.exists() else None, test if test.exists() else None)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.export.runtimes import Runner, RunnerConfig
+from edgekd.export.runner import Runner, RunnerConfig
 from edgekd.export.tensorrt_export import _cudart, cuda_check, device_fingerprint, import_tensorrt
 from edgekd.errors import EdgeKDError
 from edgekd.export.trt_sidecar import EngineSidecar, check_compatible, read_sidecar, rebuild_hint

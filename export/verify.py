@@ -16,15 +16,12 @@ loudly and fails only with `strict`.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Protocol
+from typing import Any, Iterable
 
 import numpy as np
 
+from edgekd.export.runner import Predictor
 from edgekd.shared.clinical.gate import GateConfig, GateResult, Outcome, paired_gate
-
-
-class Predictor(Protocol):
-    def predict(self, batch: np.ndarray) -> np.ndarray: ...
 
 
 @dataclass

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from edgekd.errors import EdgeKDError
-from edgekd.shared.preprocess import PreprocessConfig, preprocess_numpy, resize_image, resolve_preprocess
+from edgekd.models import resolve_preprocess
+from edgekd.shared.preprocess import PreprocessConfig, preprocess_numpy, resize_image
 from tests.fixtures_data import image_array
 
 

@@ -63,7 +63,7 @@ def test_cnn_layer_is_the_last_feature_map():
 
 
 def _tiny_run(run, seeds: dict[str, int]) -> None:
-    from edgekd.export.testing import TINY_MODELS
+    from tests.export_fixtures import TINY_MODELS
     from edgekd.models import save_student
     from edgekd.shared.card import StudentCard
 

@@ -12,7 +12,7 @@ import pytest
 from edgekd.cli import main
 
 pytest.importorskip("timm")
-from edgekd.export.testing import cached_tiny_run, write_constant_manifest  # noqa: E402
+from tests.export_fixtures import cached_tiny_run, write_constant_manifest  # noqa: E402
 
 
 @pytest.fixture(scope="module")

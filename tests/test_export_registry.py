@@ -56,7 +56,7 @@ def test_a_registered_target_is_in_the_tables_and_the_cli(toy, capsys):
 
 def test_a_registered_target_runs_through_the_pipeline(toy, tmp_path_factory):
     pytest.importorskip("timm")
-    from edgekd.export.testing import cached_tiny_run
+    from tests.export_fixtures import cached_tiny_run
 
     run = cached_tiny_run(tmp_path_factory.getbasetemp() / "edgekd_export_cache", "convnext")
     out = tmp_path_factory.mktemp("toy_export")

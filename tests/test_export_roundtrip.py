@@ -11,7 +11,7 @@ import pytest
 from edgekd.cli import main
 
 pytest.importorskip("timm")
-from edgekd.export.testing import cached_export_all  # noqa: E402
+from tests.export_fixtures import cached_export_all  # noqa: E402
 
 FAMILIES = ["vit", "convnext"]
 

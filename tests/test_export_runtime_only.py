@@ -11,7 +11,7 @@ import textwrap
 import pytest
 
 pytest.importorskip("timm")
-from edgekd.export.testing import cached_export_all  # noqa: E402
+from tests.export_fixtures import cached_export_all  # noqa: E402
 
 BLOCKER = textwrap.dedent('''
     import sys

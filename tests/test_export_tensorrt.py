@@ -306,7 +306,7 @@ def _needs_gpu():
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
 def test_engine_build_and_run(precision, tmp_path_factory):
     _needs_gpu()
-    from edgekd.export.testing import cached_export_all
+    from tests.export_fixtures import cached_export_all
     from edgekd.export.tensorrt_export import TrtBuildConfig, build_engine
     from edgekd.export.tensorrt_runtime import TensorRTRunner
 

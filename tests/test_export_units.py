@@ -9,7 +9,7 @@ import pytest
 
 from edgekd.export.calibration import stratified_subset
 from edgekd.export.metadata import artifact_metadata, decode, encode, preprocess_dict
-from edgekd.export.runtimes import Runner, RunnerConfig
+from edgekd.export.runner import Runner, RunnerConfig
 from edgekd.export.verify import Thresholds, VerifyResult, check, verify
 
 
@@ -89,7 +89,9 @@ def test_metadata_encoding_round_trip():
     meta = {"architecture": "convnext_femto", "classes": ["benign", "malignant"], "weights_sha256": "ab" * 32,
             "preprocess": {"input_size": [3, 224, 224], "mean": [0.5] * 3, "std": [0.25] * 3,
                            "interpolation": "bicubic", "crop_pct": 1.0}}
-    md = artifact_metadata(meta, "int8")
+    from edgekd.shared.card import StudentCard
+
+    md = artifact_metadata(StudentCard(num_classes=2, **meta), "int8")
     assert decode(encode(md)) == md
     assert preprocess_dict(md) == meta["preprocess"]
     assert md["edgekd_version"] == __import__("edgekd").__version__

@@ -12,8 +12,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[1]
 TORCH_FREE_DATA = {"edgekd.data"}  # discovery/manifests: torch-free (torchdata, cache excluded below)
 
@@ -134,9 +132,9 @@ def test_no_import_cycle_between_modules():
     assert _cycle(graph) is None, f"import cycle: {' -> '.join(_cycle(graph))}"
 
 
-@pytest.mark.parametrize("name", sorted(n for n in MODULES if n.rsplit(".", 1)[-1] in ("testing", "conftest")))
-def test_no_test_helpers_in_the_wheel(name):
-    pytest.fail(f"{name} ships in the wheel; test helpers belong in tests/")
+def test_no_test_helpers_in_the_wheel():
+    shipped = sorted(n for n in MODULES if n.rsplit(".", 1)[-1] in ("testing", "conftest", "fixtures"))
+    assert not shipped, f"{shipped} ship in the wheel; test helpers belong in tests/"
 
 
 def test_no_test_helpers_import_pytest():

@@ -13,7 +13,7 @@ import pytest
 from onnx import numpy_helper
 
 from edgekd.cli import main
-from edgekd.export.testing import cached_export_all
+from tests.export_fixtures import cached_export_all
 
 
 @pytest.fixture(scope="module")

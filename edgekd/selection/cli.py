@@ -62,7 +62,7 @@ def _json_arg(text: str, flag: str) -> dict[str, Any]:
 def _preprocess(student: str, teacher: str, image_size: int | None, kwargs: dict[str, Any]) -> dict[str, Any]:
     """The student's input size with the teacher's normalization: the selected weights were
     trained on inputs normalized the teacher's way."""
-    from edgekd.shared.preprocess import resolve_preprocess
+    from edgekd.models import resolve_preprocess
 
     pre = resolve_preprocess(student, image_size=image_size, **kwargs)
     t_pre = resolve_preprocess(teacher)

@@ -3,7 +3,8 @@
 One definition of "what the model sees": RGB -> squash-resize to the input size with the
 model's interpolation (the paper resizes whole images to 224x224, so crop_pct=1.0) -> /255
 -> normalise with the model's mean/std -> float32 CHW. `edgekd.data.torchdata.eval_transform`
-is numerically the same pipeline in torch. Values come from timm's pretrained config.
+is numerically the same pipeline in torch. Values come from timm's pretrained config
+(`edgekd.models.resolve_preprocess`, on the training side).
 """
 
 from __future__ import annotations
@@ -63,41 +64,6 @@ class PreprocessConfig:
     def from_dict(cls, d: dict) -> "PreprocessConfig":
         keys = ("input_size", "mean", "std", "interpolation", "crop_pct")
         return cls(**{k: (tuple(d[k]) if isinstance(d[k], list) else d[k]) for k in keys if k in d})
-
-
-def resolve_preprocess(model_name: str, image_size: int | None = None, **model_kwargs) -> PreprocessConfig:
-    """Mean/std/interpolation/size from timm's pretrained config for `model_name` (never downloads).
-
-    `image_size` overrides the size (e.g. 224 for every model, as in the paper); `img_size` in
-    `model_kwargs` is honoured too. crop_pct is 1.0: whole images are resized, not centre-cropped.
-    """
-    import timm
-    from timm.data import resolve_data_config
-    from timm.models import get_pretrained_cfg
-
-    cfg = get_pretrained_cfg(model_name)
-    if cfg is not None:
-        data = resolve_data_config(pretrained_cfg=cfg.to_dict())
-    elif timm.is_model(model_name.split(".")[0]):
-        model = timm.create_model(model_name, pretrained=False, **model_kwargs)
-        data = resolve_data_config(model=model)
-    else:
-        raise EdgeKDError(f"unknown timm model {model_name!r}; fix: pick a name from timm.list_models()")
-    size = image_size or model_kwargs.get("img_size")
-    if isinstance(size, (tuple, list)):
-        h, w = int(size[-2]), int(size[-1])
-    elif size:
-        h = w = int(size)
-    else:
-        h, w = data["input_size"][1], data["input_size"][2]
-    interp = data.get("interpolation", "bicubic")
-    return PreprocessConfig(
-        input_size=(3, h, w),
-        mean=tuple(data.get("mean", IMAGENET_MEAN)),
-        std=tuple(data.get("std", IMAGENET_STD)),
-        interpolation=interp if interp in INTERPOLATIONS else "bicubic",
-        crop_pct=1.0,
-    )
 
 
 def resize_image(img: Image.Image, cfg: PreprocessConfig) -> Image.Image:

@@ -4,7 +4,7 @@ Engines are bound to the GPU and the TensorRT version that built them, so the ex
 writes the ONNX to ship (`model.fp16.onnx`, FP16 weights; `model.int8.qdq.onnx`, symmetric Q/DQ
 from ONNX Runtime's quantizer) and builds the engine only on a machine with an NVIDIA GPU and
 TensorRT; elsewhere the engine is reported as skipped with the command to run on the device
-(`build_on_device`). The mechanics live in `edgekd.export.tensorrt_export`.
+(`edgekd.export.cli.build_on_device`). The mechanics live in `edgekd.export.tensorrt_export`.
 """
 
 from __future__ import annotations
@@ -88,22 +88,3 @@ def build_config(precision: str, values: Mapping[str, object], max_batch: int) -
 
     return TrtBuildConfig(precision=precision, min_batch=MIN_BATCH.of(values) or 1, opt_batch=OPT_BATCH.of(values) or 1,
                           max_batch=MAX_BATCH.of(values) or max_batch)
-
-
-def build_on_device(onnx: Path, out: Path, precision: str | None, values: Mapping[str, object]) -> int:
-    """`edgekd export --build-on-device --onnx MODEL.onnx`: an engine on THIS GPU from a shipped ONNX
-    (no torch, no run directory). The precision defaults to what the file name says."""
-    from edgekd.export import tensorrt_export as trtx
-    from edgekd.export.options import check_options, plan_jobs
-
-    precision = precision or ("int8" if ".qdq" in onnx.name else "fp16" if ".fp16" in onnx.name else "fp32")
-    jobs = plan_jobs(TensorRT.name, precision)
-    check_options(jobs, {o.name: o.of(values) for o in (MIN_BATCH, OPT_BATCH, MAX_BATCH)})
-    reason = trtx.tensorrt_unavailable_reason()
-    if reason:
-        raise EdgeKDError(f"cannot build a TensorRT engine here: {reason}")
-    for job in jobs:
-        engine = out / trtx.engine_name(onnx, job.precision)
-        sc = trtx.build_engine(onnx, engine, build_config(job.precision, values, 32))
-        print(f"built {engine} ({sc.device.gpu_name}, sm {sc.device.compute_capability}, TensorRT {sc.device.tensorrt_version})")
-    return 0

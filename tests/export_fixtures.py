@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekd.export import contract
+from edgekd.models import save_student
 from edgekd.export.batches import load_batch
 from edgekd.shared.card import StudentCard
 
@@ -113,7 +113,7 @@ def build_tiny_run(run_dir: Path, spec: TinyRunSpec | None = None) -> Path:
     model.eval()
     json_kwargs = {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}
     card = StudentCard(arch, spec.num_classes, classes, json_kwargs, pp, test_manifest="data/test.json")
-    contract.save_student(model, run_dir / "model.safetensors", card)
+    save_student(model, run_dir / "model.safetensors", card)
     return run_dir
 
 

@@ -1,0 +1,80 @@
+"""The interface every artifact runner has: `predict(batch) -> logits`, and how it is configured.
+
+Its own module so the per-runtime runners (`runtimes.py`, `tensorrt_runtime.py`) build on it
+without importing each other. Torch-free.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+
+class Predictor(Protocol):
+    """Anything verify can compare: an artifact runner, or the PyTorch reference."""
+
+    def predict(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass
+class RunnerConfig:
+    threads: int | None = 2  # None = the runtime's default (all cores)
+    static_batch: int | None = None  # compile for a fixed batch (fastest batch-1 latency)
+    latency: bool = True  # OpenVINO PERFORMANCE_HINT LATENCY (else THROUGHPUT)
+    inference_precision: str | None = "f32"  # OpenVINO INFERENCE_PRECISION_HINT; None = device default (bf16 here)
+    ort_opt_level: str = "all"  # disable | basic | extended | all
+
+
+class Runner:
+    """Base: subclasses implement `_run` on exactly the compiled batch (or any, if dynamic)."""
+
+    runtime = "?"
+
+    def __init__(self, path: str | Path, cfg: RunnerConfig):
+        self.path, self.cfg = Path(path), cfg
+        self.load_seconds = 0.0
+        self.fixed_batch: int | None = None
+        self.input_shape: tuple[int, ...] = ()
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(batch, dtype=np.float32)
+        b = self.fixed_batch
+        if not b or len(x) == b:
+            return self._run(x)
+        outs = []
+        for i in range(0, len(x), b):
+            chunk = x[i : i + b]
+            n = len(chunk)
+            if n < b:  # pad the last partial batch; padded rows are not returned
+                chunk = np.concatenate([chunk, np.zeros((b - n, *chunk.shape[1:]), np.float32)])
+            outs.append(self._run(chunk)[:n])
+        return np.concatenate(outs)
+
+    def info(self) -> dict[str, Any]:
+        return {"runtime": self.runtime, "path": str(self.path), "load_seconds": round(self.load_seconds, 4),
+                "fixed_batch": self.fixed_batch, "config": asdict(self.cfg), "version": runtime_version(self.runtime)}
+
+
+def runtime_version(runtime: str) -> str:
+    try:
+        if runtime == "onnxruntime":
+            import onnxruntime
+
+            return onnxruntime.__version__
+        if runtime == "openvino":
+            import openvino
+
+            return openvino.get_version()
+        if runtime == "tensorrt":
+            import tensorrt  # type: ignore[import-not-found]
+
+            return tensorrt.__version__
+    except ImportError:
+        return "not installed"
+    return ""
