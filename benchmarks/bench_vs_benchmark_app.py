@@ -44,16 +44,17 @@ def default_artifacts(work: Path) -> list[Path]:
     from edgekd.export import openvino_export as ovx
     from edgekd.export.calibration import CalibrationSet
     from edgekd.export.onnx_export import export_onnx
+    from edgekd.shared.card import StudentCard
 
     torch.manual_seed(0)
     model = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=10).eval()
-    meta = {"architecture": "vit_tiny_patch16_224", "classes": [str(i) for i in range(10)],
-            "preprocess": {"input_size": [3, 224, 224], "mean": [0.5] * 3, "std": [0.5] * 3}}
-    onnx = export_onnx(model, meta, work / "onnx").dynamic
+    card = StudentCard("vit_tiny_patch16_224", 10, [str(i) for i in range(10)],
+                       preprocess={"input_size": [3, 224, 224], "mean": [0.5] * 3, "std": [0.5] * 3})
+    onnx = export_onnx(model, card, work / "onnx").dynamic
     ov_model = ovx.convert(onnx)
     ovx.save_ir(ov_model.clone(), fp32, "fp32")
     x = np.random.default_rng(0).standard_normal((64, 3, 224, 224), dtype=np.float32)
-    q, _ = ovx.quantize_ir(ov_model.clone(), CalibrationSet(x, np.zeros(64), ["random"] * 64), meta["architecture"])
+    q, _ = ovx.quantize_ir(ov_model.clone(), CalibrationSet(x, np.zeros(64), ["random"] * 64), card.architecture)
     ovx.save_ir(q, int8, "int8")
     return [fp32, int8]
 

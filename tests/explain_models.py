@@ -85,7 +85,7 @@ def write_pngs(folder: Path, n: int, seed: int = 0) -> list[Path]:
 def export_region_onnx(out_dir: Path) -> Path:
     """RegionNet as an edgekd ONNX artifact (metadata inside), for the torch-free tests."""
     from edgekd.export.onnx_export import OnnxExportConfig, export_onnx
+    from edgekd.shared.card import StudentCard
 
-    meta = {"architecture": "regionnet", "classes": CLASSES, "num_classes": 2, "preprocess": PREPROCESS,
-            "weights_sha256": "", "edgekd_version": "test"}
-    return export_onnx(RegionNet().eval(), meta, out_dir, OnnxExportConfig(slim=False, static_batch=0)).dynamic
+    card = StudentCard("regionnet", 2, list(CLASSES), preprocess=dict(PREPROCESS), edgekd_version="test")
+    return export_onnx(RegionNet().eval(), card, out_dir, OnnxExportConfig(slim=False, static_batch=0)).dynamic
