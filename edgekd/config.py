@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -74,7 +75,14 @@ class MethodConfig:
 
     name: str = "ours"
     alpha: float = 0.6  # weight of CE; (1 - alpha) * tau^2 weights the distillation term
-    beta: float = 0.9  # EMA smoothing: theta_S' <- beta * theta_S' + (1 - beta) * theta_S
+    beta: float | str = 0.9  # EMA smoothing: theta_S' <- beta * theta_S' + (1 - beta) * theta_S
+    # issue 19's variants of the EMA (paper = the defaults; ours, ours-swap, ours-cskd with S'):
+    # beta "auto" = 0.9 unless the run is too short for it (edgekd.ema.auto_beta; results.json: ema_beta);
+    # ema_every "step" (eq. 7) or "epoch"; beta_warmup: beta_t = min(beta, (1 + t) / (10 + t));
+    # aux_view (ours, ours-swap): "same" tensor as S, or "augmented" = another augmentation of the image
+    ema_every: str = "step"
+    beta_warmup: bool = False
+    aux_view: str = "same"
     tau: float = 4.0
     # how S' normalizes when it computes targets: "batch" (batch statistics, mean-teacher style),
     # "running" (eval mode), or "auto" = batch when the student has BatchNorm, else running
@@ -112,6 +120,9 @@ class TrainConfig:
     trackers: str = "tensorboard"  # accelerate tracker name(s), comma separated, or "none"
     progress: bool = True
     val_limit: int | None = 50  # per class, from training-split images outside the subset; picks best.*
+    # temperature scaling fitted on those validation images at the end (temperature), or none; the exported
+    # artifacts carry T in their graph (export/onnx_export.py)
+    calibration: str = "temperature"
     data: DataConfig = field(default_factory=DataConfig)
     aug: AugConfig = field(default_factory=AugConfig)  # training augmentation, e.g. aug.rotation=0
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -120,12 +131,21 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         get_method(self.method.name)  # fails on a name nothing registered, listing those that are
+        self._check_numbers()
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise EdgeKDError(f"mixed_precision={self.mixed_precision!r}; use no, bf16 or fp16")
-        if not 0.0 <= self.method.alpha <= 1.0 or not 0.0 <= self.method.beta <= 1.0:
-            raise EdgeKDError("method.alpha and method.beta must lie in [0, 1]")
-        if self.method.tau <= 0:
-            raise EdgeKDError("method.tau must be > 0")
+        if self.calibration not in ("temperature", "none"):
+            raise EdgeKDError(f"calibration={self.calibration!r} is not known; fix: use calibration=temperature or "
+                              "calibration=none")
+        if not 0.0 <= self.method.alpha <= 1.0:
+            raise EdgeKDError("method.alpha must lie in [0, 1]")
+        beta = self.method.beta
+        if beta != "auto" and (isinstance(beta, str) or not 0.0 <= beta <= 1.0):
+            raise EdgeKDError(f"method.beta={beta!r}; fix: give a number in [0, 1] or auto")
+        if self.method.ema_every not in ("step", "epoch"):
+            raise EdgeKDError(f"method.ema_every={self.method.ema_every!r}; use step or epoch")
+        if self.method.aux_view not in ("same", "augmented"):
+            raise EdgeKDError(f"method.aux_view={self.method.aux_view!r}; use same or augmented")
         if self.method.tfkd_mode not in ("snapshot", "self", "reg"):
             raise EdgeKDError(f"method.tfkd_mode={self.method.tfkd_mode!r}; use snapshot, self or reg")
         if self.method.aux_bn not in ("auto", "batch", "running"):
@@ -139,7 +159,28 @@ class TrainConfig:
             raise EdgeKDError(f"method.kd_student_init={self.method.kd_student_init!r}; use select or timm")
         if self.optim.epochs < 1 or self.optim.batch_size < 1 or self.optim.grad_accum < 1:
             raise EdgeKDError("optim.epochs, optim.batch_size and optim.grad_accum must be >= 1")
+        self.data.validate()
         return self
+
+    def _check_numbers(self) -> None:
+        """Every float of optim.* and method.* is finite (nan slips through `x <= 0`), and lr and tau are > 0:
+        otherwise torch fails deep inside the optimizer, or the run trains to NaN and says nothing."""
+        for prefix, section in (("optim", self.optim), ("method", self.method)):
+            for f in dataclasses.fields(section):
+                value = getattr(section, f.name)
+                if any(isinstance(v, float) and not math.isfinite(v) for v in (value if isinstance(value, tuple)
+                                                                              else (value,))):
+                    raise EdgeKDError(f"{prefix}.{f.name}={value} is not a finite number; fix: give a number, "
+                                      f"e.g. the default {prefix}.{f.name}={f.default}")
+        o = self.optim
+        if not o.lr > 0:
+            raise EdgeKDError(f"optim.lr={o.lr:g} must be > 0; fix: a positive learning rate, e.g. optim.lr=1e-3")
+        if min(o.min_lr, o.warmup_lr, o.weight_decay, o.warmup_epochs) < 0:
+            raise EdgeKDError("optim.min_lr, optim.warmup_lr, optim.weight_decay and optim.warmup_epochs must be "
+                              ">= 0; fix: give 0 or a positive value")
+        if not self.method.tau > 0:
+            raise EdgeKDError(f"method.tau={self.method.tau:g} must be > 0; fix: e.g. method.tau=4 (the paper's ViT "
+                              "value; 3 for ConvNeXt)")
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))

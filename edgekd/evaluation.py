@@ -1,15 +1,18 @@
-"""Evaluation on the test split: accuracy, macro-F1, per-class P/R/F1, confusion matrix, model card.
+"""Evaluation on the test split: accuracy, macro-F1, the clinical metrics with intervals, temperature
+scaling, the three figures and the model card.
 
-`predict` gathers predictions across ranks with `accelerator.gather_for_metrics`, which drops
+`predict_logits` gathers logits across ranks with `accelerator.gather_for_metrics`, which drops
 the samples the distributed sampler duplicated to even out the last batch, so a 2-process
 evaluation scores exactly the test manifest, like a 1-process one. `evaluate_run` re-scores a
-finished run directory from its saved weights on one process (no training code needed).
+finished run directory from its saved weights on one process (no training code needed). The
+statistics themselves live in `edgekd.shared.clinical`, which `edgekd verify` uses for every artifact.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,30 +24,36 @@ from torch import nn
 if TYPE_CHECKING:
     from edgekd.config import TrainConfig
     from edgekd.shared.card import StudentCard
+    from edgekd.shared.clinical.calibration import CalibrationReport
+    from edgekd.shared.clinical.metrics import ClinicalMetrics
 
 
 @torch.no_grad()
-def predict(model: nn.Module, loader, accelerator=None) -> tuple[np.ndarray, np.ndarray]:
-    """(predicted labels, true labels) over the whole loader, in loader order."""
+def predict_logits(model: nn.Module, loader, accelerator=None) -> tuple[np.ndarray, np.ndarray]:
+    """(logits (N, K) float32, true labels) over the whole loader, in loader order."""
     was_training = model.training
     model.eval()
-    preds, targets = [], []
+    logits, targets = [], []
     for batch in loader:
         x, y = batch[0], batch[1]
         if accelerator is None:
-            logits = model(x)
+            z = model(x).float()
         else:
             with accelerator.autocast():
-                logits = model(x)
-        p = logits.argmax(dim=-1)
-        if accelerator is not None:
-            p, y = accelerator.gather_for_metrics((p, y))
-        preds.append(p.cpu())
+                z = model(x).float()
+            z, y = accelerator.gather_for_metrics((z, y))
+        logits.append(z.cpu())
         targets.append(y.cpu())
     model.train(was_training)
-    if not preds:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    return torch.cat(preds).numpy(), torch.cat(targets).numpy()
+    if not logits:
+        return np.zeros((0, 0), dtype=np.float32), np.zeros(0, dtype=np.int64)
+    return torch.cat(logits).numpy(), torch.cat(targets).numpy()
+
+
+def predict(model: nn.Module, loader, accelerator=None) -> tuple[np.ndarray, np.ndarray]:
+    """(predicted labels, true labels): the argmax of `predict_logits`."""
+    logits, y = predict_logits(model, loader, accelerator)
+    return (logits.argmax(1) if len(y) else np.zeros(0, dtype=np.int64)), y
 
 
 def compute_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict[str, Any]:
@@ -65,42 +74,111 @@ def compute_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) 
     }
 
 
-def save_confusion_matrix(cm: list[list[int]], classes: list[str], path: str | Path, title: str = "") -> None:
-    """Row-normalized heat map with raw counts in the cells (matplotlib Agg: no display needed)."""
-    import matplotlib
+@dataclass(frozen=True)
+class Calibration:
+    """Temperature scaling of one saved network: its report (T fitted on the validation images, scores on
+    the test split), or why there is none."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    report: CalibrationReport | None
+    skipped: str = ""  # why `report` is None
 
-    m = np.asarray(cm, dtype=float)
-    norm = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
-    n = len(classes)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * n, 0.8 + 0.6 * n), dpi=100)
-    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(n), classes, rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(n), classes, fontsize=8)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    for i in range(n):
-        for j in range(n):
-            ax.text(j, i, int(m[i, j]), ha="center", va="center", fontsize=7,
-                    color="white" if norm[i, j] > 0.5 else "black")
-    if title:
-        ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    @property
+    def temperature(self) -> float:
+        return self.report.temperature if self.report is not None else 1.0
+
+    def card_entry(self) -> dict[str, Any] | None:
+        """`StudentCard.calibration`: what the exporter divides the logits by."""
+        return self.report.to_dict() if self.report is not None else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """results.json: the report, or why there is none."""
+        return self.report.to_dict() if self.report is not None else {"skipped": self.skipped}
+
+    def summary(self) -> str:
+        """One line for the console: T and the test ECE before -> after, or why skipped."""
+        if self.report is None:
+            return f"skipped ({self.skipped})"
+        return f"T={self.temperature:.3f}, test ECE {self.report.before.ece:.3f} -> {self.report.after.ece:.3f}"
+
+    def to_markdown(self) -> str:
+        if self.report is None:
+            return f"Skipped: {self.skipped}. Probabilities are the plain softmax of the logits (T = 1).\n"
+        return (self.report.to_markdown() + "\nFitted on the validation images (training split, outside the "
+                "training subset), scored on the test split. The exported artifacts divide their logits by T "
+                "in the graph, so their softmax is calibrated too.\n")
 
 
-def write_model_card(run_dir: str | Path, cfg: TrainConfig, results: dict[str, Any], card: StudentCard) -> Path:
-    """A short MODEL_CARD.md: what the model is, what it was trained on, how well it does."""
+def calibration_skipped(cfg: TrainConfig, has_val: bool) -> str:
+    """Why the run's networks get no temperature scaling ('' when they do). T is never fitted on the
+    test split: that would make the calibration figures reported on it optimistic."""
+    if cfg.calibration == "none":
+        return "calibration=none"
+    if has_val:
+        return ""
+    if not cfg.val_limit:
+        return "val_limit is null, so there are no held-out labelled images to fit T on; set val_limit to calibrate"
+    return ("the training subset is the whole training split (data.fraction=1.0), so no held-out labelled "
+            "images remain to fit T on; train on a subset (data.fraction < 1) to calibrate")
+
+
+def fit_calibration(model: nn.Module, val_loader, test: tuple[np.ndarray, np.ndarray], accelerator=None
+                    ) -> Calibration:
+    """T fitted on `val_loader` (labelled images `model` never trained on), ECE/Brier/NLL before and
+    after on `test` (the model's test logits and labels)."""
+    from edgekd.shared.clinical.calibration import calibrate
+
+    return Calibration(calibrate(*predict_logits(model, val_loader, accelerator), *test))
+
+
+@dataclass(frozen=True)
+class StudentEvaluation:
+    """S on the test split: what results.json, the figures and MODEL_CARD.md report."""
+
+    labels: np.ndarray
+    logits: np.ndarray
+    probs: np.ndarray  # softmax(logits / T): what the exported artifacts output
+    calibration: Calibration
+    clinical: ClinicalMetrics  # from `probs`
+
+
+def evaluate_student(labels: np.ndarray, logits: np.ndarray, classes: list[str], calibration: Calibration
+                     ) -> StudentEvaluation:
+    """Per-class sensitivity, specificity, PPV, NPV, F1, AUC with stratified-bootstrap 95 % intervals
+    (B=1000, seed 0, as verify's gate) from S's calibrated test probabilities."""
+    from edgekd.shared.clinical.calibration import softmax
+    from edgekd.shared.clinical.metrics import clinical_metrics
+
+    probs = softmax(logits, calibration.temperature)
+    return StudentEvaluation(labels, logits, probs, calibration, clinical_metrics(labels, classes, y_prob=probs))
+
+
+CONFUSION_PNG, ROC_PNG, RELIABILITY_PNG = "confusion_matrix.png", "roc_curves.png", "reliability.png"
+
+
+def save_figures(run_dir: str | Path, ev: StudentEvaluation, classes: list[str], name: str) -> None:
+    """The confusion matrix normalised by row, ROC curves per class, the reliability diagram before and
+    after temperature scaling; `name` (model and method) heads each."""
+    from edgekd.shared.clinical import plots
+    from edgekd.shared.clinical.calibration import ECE_BINS, softmax
+
+    run_dir, probs = Path(run_dir), ev.probs
+    plots.confusion_matrix_plot(ev.labels, probs.argmax(1), classes, run_dir / CONFUSION_PNG,
+                                title=f"{name}\nconfusion matrix (rows sum to 1)")
+    plots.roc_curves(ev.labels, probs, classes, run_dir / ROC_PNG, title=f"{name}\nROC, one class vs the rest")
+    curves = {"before (T=1)": softmax(ev.logits)}
+    if ev.calibration.report is not None:
+        curves[f"after (T={ev.calibration.temperature:.2f})"] = probs
+    plots.reliability_diagram(ev.labels, curves, run_dir / RELIABILITY_PNG,
+                              title=f"{name}\nreliability ({ECE_BINS} bins)")
+
+
+def write_model_card(run_dir: str | Path, cfg: TrainConfig, results: dict[str, Any], card: StudentCard,
+                     ev: StudentEvaluation) -> Path:
+    """A short MODEL_CARD.md: what the model is, what it was trained on, how well it does per class
+    (with intervals) and how far its probabilities can be trusted."""
     run_dir = Path(run_dir)
     test = results["test"]
     m, d, o, meth = cfg.model, cfg.data, cfg.optim, cfg.method
-    rows = "\n".join(
-        f"| {c} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | {v['support']} |"
-        for c, v in test["per_class"].items()
-    )
     standin = " (Fashion-MNIST is a STAND-IN dataset, not medical data)" if "fashion" in str(d.root).lower() else ""
     text = f"""# Model card: {card.architecture} ({meth.name})
 
@@ -123,11 +201,20 @@ Generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by edgekd 
 ## Results (test split, final weights)
 - Accuracy **{test['accuracy']:.4f}**, macro-F1 **{test['macro_f1']:.4f}**.
 
-| class | precision | recall | F1 | support |
-|---|---|---|---|---|
-{rows}
+Per class, one vs the rest (sensitivity = recall, PPV = precision), with 95 % intervals; AUCs from the
+{'calibrated ' if ev.calibration.report is not None else ''}probabilities:
 
-Confusion matrix: `confusion_matrix.png`.
+{ev.clinical.to_markdown()}
+Confusion matrix normalised by row (each row is a true class, so the diagonal is its sensitivity):
+[{CONFUSION_PNG}]({CONFUSION_PNG}). ROC curves per class: [{ROC_PNG}]({ROC_PNG}).
+
+![confusion matrix]({CONFUSION_PNG}) ![ROC curves]({ROC_PNG})
+
+## Calibration
+{ev.calibration.to_markdown()}
+Reliability diagram (accuracy against confidence, before and after temperature scaling): [{RELIABILITY_PNG}]({RELIABILITY_PNG}).
+
+![reliability diagram]({RELIABILITY_PNG})
 
 ## Limitations
 - Trained on {results['n_train']} images; accuracy on other scanners, sites or populations is unknown.

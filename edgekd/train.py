@@ -3,6 +3,7 @@
     accelerate launch edgekd/train.py --config edgekd/configs/lite2_to_lite0_fmnist.yaml run_dir=runs/x
     edgekd train --config lite2_to_lite0_fmnist method=cm1 data.fraction=0.01
     python -m edgekd.train --config X --resume            # continue a killed run (same run_dir)
+    python -m edgekd.train --config X --overwrite         # train again: the old run is moved to RUN.old-<time>/
 
 Reads top to bottom like Accelerate's cv_example.py: config -> data -> networks (built by the
 method) -> `accelerator.prepare` -> the loop (`train_one_epoch`; the method gives the targets, the
@@ -33,21 +34,23 @@ from edgekd.data import Manifest, cap_per_class, make_split, prepare_data
 from edgekd.data.cache import DecodedCache
 from edgekd.data.torchdata import ImageDataset, eval_transform, train_transform
 from edgekd.ema import checksum, freeze, unwrap
-from edgekd.errors import EdgeKDError, run_verb
-from edgekd.evaluation import compute_metrics, predict, save_confusion_matrix, write_model_card
+from edgekd.errors import CheckFailed, EdgeKDError, run_verb
+from edgekd.evaluation import (Calibration, calibration_skipped, compute_metrics, evaluate_student, fit_calibration,
+                               predict, predict_logits, save_figures, write_model_card)
 from edgekd.memory import peak_rss, reset_peak_rss
 from edgekd.methods import Method, Networks, get_method
 from edgekd.optim import KDRampup, build_optimizer, cosine_with_warmup, teacher_optimizer
 from edgekd.rundir import TEST_MANIFEST, RunDir
-from edgekd.models import resolve_preprocess
-from edgekd.shared.card import StudentCard
+from edgekd.models import load_student, resolve_preprocess
+from edgekd.shared.card import StudentCard, card_path
 from edgekd.shared.preprocess import PreprocessConfig
 
 # ---------------------------------------------------------------------------------------------
 # config and accelerator
 
 
-def parse_args(argv: list[str] | None) -> TrainConfig:
+def parse_args(argv: list[str] | None) -> tuple[TrainConfig, bool]:
+    """The resolved config, and whether `--overwrite` was given (how to claim the run folder, not part of the run)."""
     p = argparse.ArgumentParser(
         prog="edgekd train",
         description="Train a student (EMA self-distillation and baselines). Overrides: key=value, "
@@ -55,9 +58,11 @@ def parse_args(argv: list[str] | None) -> TrainConfig:
     )
     p.add_argument("--config", help="YAML file or preset name (edgekd/configs/*.yaml)")
     p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoints (same as resume=true)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="run_dir holds a run: move it aside to RUN.old-<time>/ (never deleted) and start again")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
-    a = p.parse_args(argv)
+    a = p.parse_intermixed_args(argv)  # flags anywhere: `edgekd train run_dir=X --resume optim.lr=1e-4`
     overrides = list(a.overrides) + (["resume=true"] if a.resume else [])
     config = a.config
     if config is None:  # `--resume run_dir=X` alone re-reads the run's own config
@@ -70,7 +75,7 @@ def parse_args(argv: list[str] | None) -> TrainConfig:
 
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         raise SystemExit(0)
-    return cfg
+    return cfg, a.overwrite
 
 
 def make_accelerator(cfg: TrainConfig, run_dir: Path) -> Accelerator:
@@ -186,7 +191,7 @@ def make_loaders(cfg: TrainConfig, method: Method, data: Data, world: int):
 
 
 class Progress:
-    """Epochs/steps done and the best validation score: checkpointed with the run."""
+    """Epochs/steps done and the best validation score: checkpointed with the run (JSON)."""
 
     def __init__(self) -> None:
         self.epoch, self.step, self.best, self.best_epoch, self.teacher_done = 0, 0, -math.inf, -1, False
@@ -222,8 +227,13 @@ class Run:
 
 
 def prepare_run(cfg: TrainConfig, accelerator: Accelerator, method: Method, rundir: RunDir) -> Run:
-    """Data, the method's networks, optimizer and schedule through `accelerator.prepare`, then resume if asked."""
+    """Data, the method's networks, optimizer and schedule through `accelerator.prepare`, then resume if asked.
+
+    config.yaml is written once the data is known to match a resumed run's manifests, so a refused
+    resume leaves the folder as it was."""
     data = build_data(cfg, rundir, accelerator)
+    if accelerator.is_main_process:
+        rundir.write_config(cfg)
     train_loader, val_loader, test_loader = make_loaders(cfg, method, data, accelerator.num_processes)
     nets = method.build(len(data.classes))
     optimizer = build_optimizer(nets.student, cfg.optim)
@@ -233,7 +243,6 @@ def prepare_run(cfg: TrainConfig, accelerator: Accelerator, method: Method, rund
         val_loader = accelerator.prepare(val_loader)
     if nets.aux is not None:  # S' is not trained, so not DDP-wrapped: same weights on every rank by construction
         nets.aux.to(accelerator.device)
-        accelerator.register_for_checkpointing(nets.aux)
     if nets.teacher is not None:
         nets.teacher = accelerator.prepare(nets.teacher)
     updates = math.ceil(len(train_loader) / cfg.optim.grad_accum)
@@ -241,26 +250,32 @@ def prepare_run(cfg: TrainConfig, accelerator: Accelerator, method: Method, rund
     run = Run(cfg, accelerator, method, rundir, data, nets, optimizer, scheduler,
               KDRampup.from_config(cfg.method, cfg.optim.epochs, updates), Progress(), train_loader, val_loader,
               test_loader, cfg.optim.epochs * updates)
-    accelerator.register_for_checkpointing(scheduler)
-    accelerator.register_for_checkpointing(run.progress)
     resume_or_start_fresh(run)
+    method.on_train_start(nets, run.total_steps, run.progress.step)
     warning = method.warning(nets, run.total_steps)
     if warning:
         accelerator.print(warning)
     return run
 
 
+def checkpoint_state(run: Run) -> dict[str, Any]:
+    """What a checkpoint keeps beside accelerate's files, as JSON: progress and the LR schedule (LambdaLR's
+    state is plain numbers; its lambda is rebuilt from the config). Accelerate would pickle them."""
+    return {"progress": run.progress.state_dict(), "scheduler": run.scheduler.state_dict()}
+
+
 def resume_or_start_fresh(run: Run) -> None:
+    """Load the last complete checkpoint when resuming (the folder was claimed by `RunDir.writing`)."""
     accelerator, rundir = run.accelerator, run.rundir
     run.resumed_from = rundir.latest_checkpoint() if run.cfg.resume else None
     if run.resumed_from is not None:
-        accelerator.load_state(str(run.resumed_from))
+        state = rundir.load_checkpoint(accelerator, run.resumed_from, run.nets.aux)
+        run.progress.load_state_dict(state["progress"])
+        run.scheduler.load_state_dict(state["scheduler"])
         accelerator.print(f"resumed from {run.resumed_from} (epoch {run.progress.epoch}, step {run.progress.step})")
     elif run.cfg.resume:
-        accelerator.print(f"resume: no complete checkpoint under {rundir.path / 'checkpoints'}; starting fresh")
-    if accelerator.is_main_process and run.resumed_from is None:
-        rundir.forget_progress()
-    accelerator.wait_for_everyone()
+        accelerator.print(f"resume: no complete checkpoint under {rundir.path / 'checkpoints'} (stopped in its "
+                          "first epoch); starting from epoch 0")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,7 +322,8 @@ def train_step(run: Run, batch) -> dict[str, float]:
 
 
 def train_one_epoch(run: Run, epoch: int, timing: dict[str, list[float]]) -> dict[str, Any]:
-    """One pass over the subset; returns the epoch's mean loss terms (train_loss, train_ce, ...) over all ranks."""
+    """One pass over the subset, then the method's epoch end; returns the epoch's mean loss terms (train_loss,
+    train_ce, ...) over all ranks and the columns the method adds."""
     run.train_loader.set_epoch(epoch)
     run.method.on_epoch_start(run.nets, epoch)
     run.nets.student.train()
@@ -317,6 +333,8 @@ def train_one_epoch(run: Run, epoch: int, timing: dict[str, list[float]]) -> dic
     for i, batch in enumerate(run.train_loader):
         t_step, t_cpu = time.perf_counter(), time.process_time()
         terms = train_step(run, batch)
+        if not all(map(math.isfinite, terms.values())):
+            raise diverged(run, epoch, i, terms)
         sums = {k: sums.get(k, 0.0) + v for k, v in {**terms, "batches": 1.0}.items()}
         if i >= 2:  # skip warm-up iterations in the step-time figures
             timing["wall"].append(time.perf_counter() - t_step)
@@ -328,7 +346,18 @@ def train_one_epoch(run: Run, epoch: int, timing: dict[str, list[float]]) -> dic
     total = run.accelerator.reduce(torch.tensor(list(sums.values()), dtype=torch.float64, device=run.accelerator.device),
                                    "sum").tolist()
     means = {f"train_{k}": v / max(1.0, total[-1]) for k, v in zip(sums, total[:-1])}
-    return {"epoch": epoch + 1, "step": run.progress.step, "lr": run.scheduler.get_last_lr()[0], **means}
+    return {"epoch": epoch + 1, "step": run.progress.step, "lr": run.scheduler.get_last_lr()[0], **means,
+            **run.method.on_epoch_end(run.nets, epoch)}
+
+
+def diverged(run: Run, epoch: int, batch: int, terms: dict[str, float]) -> CheckFailed:
+    """A NaN/Inf loss: the run stops before this epoch's checkpoint or any network is written (exit 1)."""
+    shown = ", ".join(f"{k}={v:.4g}" for k, v in terms.items())
+    return CheckFailed(
+        f"training diverged at epoch {epoch + 1}, batch {batch + 1} (optimizer step {run.progress.step}): the loss "
+        f"is not finite ({shown}); nothing of this epoch was saved; fix: lower optim.lr "
+        f"(now {run.cfg.optim.lr:g}) or set optim.grad_clip and rerun with --overwrite (or --resume from the last "
+        "complete checkpoint), and check the data for broken images and the method.* settings")
 
 
 def end_epoch(run: Run, row: dict[str, Any]) -> None:
@@ -351,7 +380,7 @@ def end_epoch(run: Run, row: dict[str, Any]) -> None:
         run.rundir.write_metrics_row(row, keep_until=epoch - 1)
     acc.log({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
     acc.print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
-    run.rundir.save_checkpoint(acc, epoch, run.cfg.keep_checkpoints)
+    run.rundir.save_checkpoint(acc, epoch, run.cfg.keep_checkpoints, checkpoint_state(run), run.nets.aux)
 
 
 def _selected_by(run: Run) -> str:
@@ -370,20 +399,41 @@ def student_card(run: Run, **changes: Any) -> StudentCard:
     return replace(card, **changes)
 
 
-def save_networks(run: Run) -> StudentCard:
-    """S as model.*, then what the method keeps beside it (S' as aux.*, a teacher as teacher.*); S's card."""
-    card = run.rundir.save_network(unwrap(run.nets.student), "model", student_card(run, epoch=run.progress.epoch))
+def save_networks(run: Run, calibration: Calibration, best: Calibration) -> StudentCard:
+    """S as model.*, then what the method keeps beside it (S' as aux.*, a teacher as teacher.*); S's card.
+    The temperatures of S and of best.* go into their cards, where the exporter finds them."""
+    card = run.rundir.save_network(unwrap(run.nets.student), "model", student_card(
+        run, epoch=run.progress.epoch, calibration=calibration.card_entry()))
+    best_card = card_path(run.rundir.path / "best.safetensors")  # written during training, before T was known
+    replace(StudentCard.load(best_card), calibration=best.card_entry()).save(best_card)
     for net in run.method.saved_networks(run.nets):
         run.rundir.save_network(unwrap(net.model), net.stem, student_card(
             run, role=net.role, architecture=net.architecture, model_kwargs=net.model_kwargs))
     return card
 
 
-def finish(run: Run, stats: dict[str, Any]) -> None:
-    """Evaluate S on the test split (all ranks), then write the networks, results, plots and the model card."""
+def calibrate_networks(run: Run, test: tuple[Any, Any]) -> tuple[Calibration, Calibration]:
+    """Temperature scaling of S and of best.* (all ranks), each fitted on the validation images and
+    scored on the test split (`test`: S's test logits and labels)."""
+    skipped = calibration_skipped(run.cfg, run.val_loader is not None)
+    if skipped:
+        return Calibration(None, skipped), Calibration(None, skipped)
     acc = run.accelerator
-    y_pred, y_true = predict(run.nets.student, run.test_loader, acc)
-    test = compute_metrics(y_true, y_pred, run.data.classes)
+    final = fit_calibration(run.nets.student, run.val_loader, test, acc)
+    if run.progress.best_epoch == run.progress.epoch:  # best.* holds the final weights
+        return final, final
+    best, _ = load_student(run.rundir.path / "best.safetensors")
+    best.to(acc.device)
+    return final, fit_calibration(best, run.val_loader, predict_logits(best, run.test_loader, acc), acc)
+
+
+def finish(run: Run, stats: dict[str, Any]) -> None:
+    """Evaluate and calibrate S on the test split (all ranks), then write the networks, results, figures
+    and the model card."""
+    acc = run.accelerator
+    logits, y_true = predict_logits(run.nets.student, run.test_loader, acc)
+    test = compute_metrics(y_true, logits.argmax(1), run.data.classes)
+    calibration, best_calibration = calibrate_networks(run, (logits, y_true))
 
     def gathered(model: torch.nn.Module | None) -> list[float]:
         value = checksum(model) if model is not None else 0.0
@@ -392,13 +442,15 @@ def finish(run: Run, stats: dict[str, Any]) -> None:
     checksums = {"aux_checksums": gathered(run.nets.aux), "student_checksums": gathered(unwrap(run.nets.student))}
     if not acc.is_main_process:
         return
-    card = save_networks(run)
-    res = results(run, test, checksums, stats)
+    card = save_networks(run, calibration, best_calibration)
+    ev = evaluate_student(y_true, logits, run.data.classes, calibration)
+    res = {**results(run, test, checksums, stats), "clinical": ev.clinical.to_dict(),
+           "calibration": calibration.to_dict()}
     run.rundir.write_results(res)
-    save_confusion_matrix(test["confusion_matrix"], run.data.classes, run.rundir.path / "confusion_matrix.png",
-                          title=f"{run.cfg.model.student} [{run.cfg.method.name}] acc {test['accuracy']:.3f}")
-    write_model_card(run.rundir.path, run.cfg, res, card)
-    acc.print(f"test accuracy {test['accuracy']:.4f} macro-F1 {test['macro_f1']:.4f} -> {run.rundir.path}")
+    save_figures(run.rundir.path, ev, run.data.classes, f"{run.cfg.model.student} [{run.cfg.method.name}]")
+    write_model_card(run.rundir.path, run.cfg, res, card, ev)
+    acc.print(f"test accuracy {test['accuracy']:.4f} macro-F1 {test['macro_f1']:.4f}; calibration "
+              f"{calibration.summary()} -> {run.rundir.path}")
 
 
 def results(run: Run, test: dict[str, Any], checksums: dict[str, list[float]], stats: dict[str, Any]
@@ -411,7 +463,8 @@ def results(run: Run, test: dict[str, Any], checksums: dict[str, list[float]], s
         "n_train": len(data.train), "n_val": len(data.val) if data.val is not None else 0,
         "n_test": len(data.test), "world_size": acc.num_processes, "device": str(acc.device),
         "distributed_type": str(acc.distributed_type), "mixed_precision": run.cfg.mixed_precision,
-        "aux_bn": run.method.aux_bn(run.nets), "kd_rampup_steps": run.ramp.steps, **checksums,
+        "aux_bn": run.method.aux_bn(run.nets), "kd_rampup_steps": run.ramp.steps, **run.method.summary(run.nets),
+        **checksums,
         "num_params": sum(q.numel() for q in unwrap(run.nets.student).parameters()),
         "epochs": p.epoch, "steps": p.step, **stats,
         "resumed_from": str(run.resumed_from) if run.resumed_from else None,
@@ -424,18 +477,21 @@ def results(run: Run, test: dict[str, Any], checksums: dict[str, list[float]], s
 
 
 def main(argv: list[str] | None = None) -> int:
-    # 1. config, accelerator, method --------------------------------------------------------------
-    cfg = parse_args(argv)
+    # 1. config, accelerator, the run folder (a folder holding another run is refused; locked while we write)
+    cfg, overwrite = parse_args(argv)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     rundir = RunDir(Path(cfg.run_dir))
     accelerator = make_accelerator(cfg, rundir.path)
+    with rundir.writing(accelerator, cfg.resume, overwrite):
+        return run_training(cfg, accelerator, rundir)
+
+
+def run_training(cfg: TrainConfig, accelerator: Accelerator, rundir: RunDir) -> int:
+    """Steps 2-5 in the run folder `main` claimed; the seed and the method first."""
     set_seed(cfg.seed)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    if accelerator.is_main_process:
-        rundir.write_config(cfg)
-    accelerator.wait_for_everyone()
     method: Method = get_method(cfg.method.name)(cfg)
 
     # 2. data, networks, optimizer (resumed from the last complete checkpoint if asked) -----------

@@ -19,7 +19,7 @@ from edgekd.shared.card import StudentCard
 #: the keys every artifact carries (prefix `edgekd.` in ONNX, `rt_info["edgekd"][key]` in IR)
 KEYS = (
     "classes", "input_size", "mean", "std", "interpolation", "crop_pct",
-    "architecture", "edgekd_version", "weights_sha256", "precision", "input_name", "output_name",
+    "architecture", "edgekd_version", "weights_sha256", "precision", "input_name", "output_name", "temperature",
 )
 ONNX_PREFIX = "edgekd."
 
@@ -41,6 +41,9 @@ def artifact_metadata(card: StudentCard, precision: str, input_name: str = "inpu
         "precision": precision,
         "input_name": input_name,
         "output_name": output_name,
+        # informational: the graph already divides its logits by T (export/onnx_export.py), so a consumer
+        # applies softmax and nothing else; 1.0 = uncalibrated
+        "temperature": card.temperature,
     }
 
 

@@ -6,7 +6,9 @@ example (seen when this was chosen; not recorded in benchmarks/results). The sta
 model lets runtimes fold every shape computation for latency. onnxslim removes the shape
 plumbing the exporter emits with identical outputs. Default opset 20 (see OnnxExportConfig).
 ViT attention is exported with separate q/k/v projections (export/attention.py) so that ONNX
-Runtime's transformer optimizer can fuse it.
+Runtime's transformer optimizer can fuse it. A calibrated student's temperature is a `Div` at the
+end of the graph (`with_temperature`), so every target built from this ONNX (ORT INT8, OpenVINO,
+TensorRT) and any plain runtime consumer gets calibrated probabilities from a softmax alone.
 """
 
 from __future__ import annotations
@@ -42,6 +44,24 @@ class OnnxExport:
     static: Path | None
 
 
+def with_temperature(model: Any, temperature: float) -> Any:
+    """`model` whose output is logits / T (temperature scaling, fitted by the trainer); `model` itself at T = 1,
+    so an uncalibrated graph has no extra node. The output stays logits: argmax, and so every gate, is unchanged."""
+    if temperature == 1.0:
+        return model
+    import torch
+
+    class TemperatureScaled(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.model(x) / temperature
+
+    return TemperatureScaled().eval()
+
+
 def _export_one(model: Any, example: Any, path: Path, opset: int, dynamic: bool) -> None:
     import torch
 
@@ -69,7 +89,8 @@ def finalize_onnx(path: Path, md: dict, slim: bool = True) -> None:
 
 
 def export_onnx(model: Any, meta: StudentCard, out_dir: Path, cfg: OnnxExportConfig | None = None) -> OnnxExport:
-    """Write `model.onnx` (dynamic batch) and `model.b1.onnx` (static batch 1) into out_dir."""
+    """Write `model.onnx` (dynamic batch) and `model.b1.onnx` (static batch 1) into out_dir, both
+    dividing their logits by the card's temperature (`StudentCard.temperature`)."""
     import torch
 
     cfg = cfg or OnnxExportConfig()
@@ -79,6 +100,7 @@ def export_onnx(model: Any, meta: StudentCard, out_dir: Path, cfg: OnnxExportCon
         raise EdgeKDError(f"--opset {cfg.opset}: opset >= 17 is required (LayerNormalization as one op)")
     out_dir.mkdir(parents=True, exist_ok=True)
     model, _ = export_friendly(model.eval())
+    model = with_temperature(model, meta.temperature)
     c, h, w = meta.preprocess["input_size"]
     md = md_mod.artifact_metadata(meta, "fp32", INPUT_NAME, OUTPUT_NAME)
     dyn = out_dir / "model.onnx"

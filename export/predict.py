@@ -136,9 +136,11 @@ def main(argv: list[str] | None = None) -> int:
     paths = expand_images(a.images)
     verification = require_verified(a.artifact, a.allow_unverified)
     status = verification.verdict if verification is not None else "no marker"
-    print(f"{a.artifact.name}: verify {status.upper()}" + ("" if status == "pass" else " (--allow-unverified)"),
-          file=sys.stderr)
     clf = Classifier(a.artifact, RunnerConfig(threads=a.threads))
+    t = float(clf.metadata.get("temperature", 1.0))  # artifacts exported before calibration have no key
+    probs = f"calibrated (T={t:.2f})" if t != 1.0 else "uncalibrated (T=1)"
+    print(f"{a.artifact.name}: verify {status.upper()}" + ("" if status == "pass" else " (--allow-unverified)")
+          + f"; probabilities {probs}", file=sys.stderr)
     pred = clf.predict_paths(paths, batch_size=a.batch_size, top_k=a.top_k, progress=True)
     if a.out is None:
         for r in pred.results:

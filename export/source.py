@@ -17,6 +17,7 @@ import numpy as np
 
 from edgekd.errors import EdgeKDError
 from edgekd.export import contract
+from edgekd.export.onnx_export import with_temperature
 from edgekd.shared.card import StudentCard, card_path
 
 
@@ -54,7 +55,10 @@ def resolve_run(run: str | Path, weights: str | None = None) -> RunSource:
 
 
 class TorchRunner:
-    """PyTorch eager FP32 under inference_mode: the reference and the speed-up baseline."""
+    """PyTorch eager FP32 under inference_mode: the reference and the speed-up baseline.
+
+    `predict` divides the logits by the card's temperature exactly as the exported graph does, so
+    verify compares calibrated with calibrated; `model` stays the bare student (what gets exported)."""
 
     runtime = "pytorch"
 
@@ -66,6 +70,7 @@ class TorchRunner:
         t0 = time.perf_counter()
         self.model, self.card = contract.load_student(weights)
         self.model.eval()
+        self.calibrated = with_temperature(self.model, self.card.temperature)
         self.load_seconds = time.perf_counter() - t0
         self.path, self.fixed_batch = weights, None
         self.threads = threads
@@ -74,7 +79,7 @@ class TorchRunner:
         import torch
 
         with torch.inference_mode():
-            return self.model(torch.from_numpy(np.ascontiguousarray(batch, np.float32))).float().numpy()
+            return self.calibrated(torch.from_numpy(np.ascontiguousarray(batch, np.float32))).float().numpy()
 
     def info(self) -> dict[str, Any]:
         import torch

@@ -9,6 +9,7 @@ Torch-free: the deployment side reads it without the training stack.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ ROLES = ("student", "aux", "teacher", "selection")
 #: fields whose type the rest of the code relies on (a hand-edited card fails here, not in timm)
 _TYPES: dict[str, tuple[type, ...]] = {
     "architecture": (str,), "num_classes": (int, type(None)), "classes": (list,), "model_kwargs": (dict,),
-    "preprocess": (dict, type(None)),
+    "preprocess": (dict, type(None)), "calibration": (dict, type(None)),
 }
 
 
@@ -47,7 +48,7 @@ class StudentCard:
     selection: dict[str, Any] | None = None  # `edgekd select`: teacher, its weights, strategy, seed, main/aux
     weights_sha256: str = ""
     edgekd_version: str = ""
-    calibration: dict[str, Any] | None = None  # reserved for temperature scaling (issue 17)
+    calibration: dict[str, Any] | None = None  # CalibrationReport.to_dict() of temperature scaling; None = uncalibrated
     extra: dict[str, Any] = field(default_factory=dict)  # written by newer versions, kept verbatim
     card_version: int = CARD_VERSION
 
@@ -60,6 +61,16 @@ class StudentCard:
             if not isinstance(getattr(self, name), types):
                 raise EdgeKDError(f"student card field {name!r} is {getattr(self, name)!r}, not "
                                   f"{' or '.join(t.__name__ for t in types)}; fix: re-save the model with edgekd")
+        t = self.calibration.get("temperature") if self.calibration is not None else 1.0
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not (math.isfinite(t) and t > 0):
+            raise EdgeKDError(f"student card calibration temperature {t!r} is not a positive number; "
+                              "fix: re-train, or remove the card's \"calibration\" entry")
+
+    @property
+    def temperature(self) -> float:
+        """T of temperature scaling: logits / T are the calibrated logits. 1.0 for an uncalibrated card
+        (calibration=none, no held-out images, or a run older than calibration)."""
+        return float(self.calibration["temperature"]) if self.calibration is not None else 1.0
 
     def to_json(self) -> str:
         d = asdict(self)
