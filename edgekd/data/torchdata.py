@@ -103,6 +103,35 @@ class ImageDataset(torch.utils.data.Dataset):
         return x, self.targets[i]
 
 
+class TwoViews(torch.utils.data.Dataset):
+    """(view 1, label, view 2): two independent draws of the training transform on the same image
+    (`method.aux_view=augmented`: S learns from view 1, S' predicts on view 2, mean teacher's noise).
+
+    View 1 is exactly what `dataset[i]` gives (same global torch RNG draws, so S's inputs and the
+    data order are those of `aux_view=same`); view 2 is drawn from its own generator seeded by
+    (seed, epoch, i), restoring the global RNG after: reproducible, independent of workers and
+    ranks, and unchanged by a resume. Call `set_epoch(e)` every epoch for new views.
+    """
+
+    def __init__(self, dataset: ImageDataset, seed: int):
+        self.dataset, self.seed, self.epoch = dataset, int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        img, transform = self.dataset.load(i), self.dataset.transform
+        x1 = transform(img)
+        view_seed = int(np.random.SeedSequence([self.seed, self.epoch, i]).generate_state(1)[0])
+        with torch.random.fork_rng(devices=[]):  # CPU only: CUDA's generator (dropout on GPU) is left alone
+            torch.default_generator.manual_seed(view_seed)
+            x2 = transform(img)
+        return x1, self.dataset.targets[i], x2
+
+
 def build_datasets(prepared, cfg: PreprocessConfig, aug: AugConfig | None = None,
                    cache_dir: str | None = None, progress: bool = False) -> tuple[ImageDataset, ImageDataset]:
     """(train, test) datasets for a `PreparedData`; with `cache_dir`, both read from decoded caches."""

@@ -3,14 +3,19 @@
 In the order the trainer asks:
 
     build(num_classes) -> Networks         S, and S' or a teacher when the method has one
-    train_dataset(dataset, labels)         what the loader iterates (CS-KD adds same-class partners)
+    train_dataset(dataset, labels)         what the loader iterates (CS-KD adds same-class partners, ours a 2nd view)
     teacher_fit()                          fit `Networks.teacher` with CE before S trains (kd, Tf-KD_self)
+    on_train_start(nets, total_steps, step)
+                                           the run's length is known (step > 0: resumed); EMA resolves beta=auto
     warning(nets, total_steps)             a line printed before training (EMA: budget too short)
     on_epoch_start(nets, epoch)            e.g. TF-KD's snapshot of S
     targets(nets, batch, accelerator)      logits S learns from, without gradient; None = CE only
     loss(logits, targets, labels, kd_weight)
     after_step(nets)                       after every optimizer step (EMA, eq. 7)
+    on_epoch_end(nets, epoch) -> columns   after the epoch's last step, before validation and the checkpoint
+                                           (EMA once per epoch); extra metrics.csv values (aux_distance)
     saved_networks(nets)                   what the run directory keeps beside S, with its card
+    summary(nets)                          what results.json records of the method (EMA: the beta it used)
 
 Every hook has a do-nothing default, so a CE-only baseline implements `build` alone. Torch and
 the training modules are imported inside the hooks: `edgekd.config` lists the methods (importing
@@ -79,6 +84,9 @@ class Method:
     def teacher_fit(self) -> TeacherFit | None:
         return None
 
+    def on_train_start(self, nets: Networks, total_steps: int, step: int) -> None:
+        """`total_steps`: optimizer steps of the whole run; `step`: those already done (a resumed run)."""
+
     def warning(self, nets: Networks, total_steps: int) -> str | None:
         return None
 
@@ -102,9 +110,17 @@ class Method:
     def after_step(self, nets: Networks) -> None:
         pass
 
+    def on_epoch_end(self, nets: Networks, epoch: int) -> dict[str, float]:
+        """Values for `edgekd.rundir.METRIC_FIELDS` columns the method fills (the others stay empty)."""
+        return {}
+
     def saved_networks(self, nets: Networks) -> list[SavedNetwork]:
         """S' as aux.safetensors (it has the student's architecture); methods with a teacher add it."""
         return [self.student_shaped(nets.aux, "aux", "aux")] if nets.aux is not None else []
+
+    def summary(self, nets: Networks) -> dict[str, Any]:
+        """Entries for results.json: what the method resolved at run time (a config value says what was asked)."""
+        return {}
 
     # ---- building blocks for the hooks above
 
