@@ -57,6 +57,22 @@ def run(tiny: Path, run_dir: Path, *extra: str, base=TINY_VIT) -> dict:
     return json.loads((run_dir / "results.json").read_text())
 
 
+def cli_run(capsys, *argv: str) -> tuple[int, list[str], str]:
+    """`edgekd ARGV` in this process, so the exit code is the CLI's; returns it, the `edgekd VERB: ...` lines
+    on stderr (a user error or a failed check is one such line, never a traceback) and stdout."""
+    from edgekd import cli
+
+    capsys.readouterr()
+    rc = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err, err
+    return rc, [line for line in err.splitlines() if line.startswith(f"edgekd {argv[0]}")], out
+
+
+def cli_train(capsys, tiny: Path, run_dir: Path, *extra: str) -> tuple[int, list[str], str]:
+    return cli_run(capsys, "train", *TINY_VIT, f"data.root={tiny}", f"run_dir={run_dir}", *extra)
+
+
 def test_ours_writes_the_run_directory(tiny, tmp_path):
     res = run(tiny, tmp_path / "r", "optim.epochs=2", "data.fraction=0.5", "val_limit=2", "trackers=tensorboard")
     d = tmp_path / "r"
@@ -176,8 +192,9 @@ def test_resume_reaches_the_same_weights(tiny, tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
-    ca = torch.load(tmp_path / "a" / "checkpoints" / "epoch_0002" / "custom_checkpoint_0.pkl", weights_only=True)
-    cb = torch.load(tmp_path / "b" / "checkpoints" / "epoch_0002" / "custom_checkpoint_0.pkl", weights_only=True)
+    ca = load_file(tmp_path / "a" / "checkpoints" / "epoch_0002" / "aux.safetensors")
+    cb = load_file(tmp_path / "b" / "checkpoints" / "epoch_0002" / "aux.safetensors")
+    assert ca.keys() == cb.keys() and ca
     for k in ca:  # S' too
         torch.testing.assert_close(ca[k], cb[k], rtol=0, atol=1e-6)
     assert (tmp_path / "a" / "metrics.csv").read_text().count("\n") == (tmp_path / "b" / "metrics.csv").read_text().count("\n")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+from edgekd.errors import EdgeKDError
+
 
 @dataclass
 class DataConfig:
@@ -38,10 +40,19 @@ class DataConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
-            from edgekd.errors import EdgeKDError
-
             raise EdgeKDError(f"unknown data option(s) {sorted(unknown)}; fix: use {sorted(known)}")
         return cls(**d)
+
+    def validate(self) -> DataConfig:
+        """The shares are in range (nan fails too): checked when the config is read, so a sweep refuses a
+        bad cell before any cell trains."""
+        if not 0.0 < self.fraction <= 1.0:
+            raise EdgeKDError(f"data.fraction={self.fraction} must be in (0, 1] (the share of the training split "
+                              "to train on); fix: e.g. data.fraction=0.05 for 5 %, 1.0 for all of it")
+        if not 0.0 < self.test_size < 1.0:
+            raise EdgeKDError(f"data.test_size={self.test_size} must be in (0, 1) (the share held out for the "
+                              "test); fix: e.g. data.test_size=0.2, the paper's 80/20 split")
+        return self
 
     def split_key(self) -> dict:
         """The fields that define which images land in train/test (a resumed run must match them)."""
@@ -67,7 +78,5 @@ class AugConfig:
     def from_dict(cls, d: dict) -> "AugConfig":
         known = {f.name for f in fields(cls)}
         if set(d) - known:
-            from edgekd.errors import EdgeKDError
-
             raise EdgeKDError(f"unknown augmentation option(s) {sorted(set(d) - known)}; fix: use {sorted(known)}")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})

@@ -5,6 +5,7 @@ The trainer calls only this, so every run records exactly which images it used.
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +35,9 @@ def prepare_data(cfg: DataConfig, run_dir: str | Path | None = None) -> Prepared
     """Discover, split (cfg.split), draw the subset, cap, and save `run_dir/data/{train,test}.json`.
 
     If both manifests already exist in `run_dir`, they are reused (resume) after checking that
-    they were made with the same split settings. The settings record the split mode USED, so an
-    `auto` run and a `stratified` one over data without patient ids share their manifests.
+    they were made from the same dataset root with the same split settings, and that their items
+    still match their sha256. The settings record the split mode USED, so an `auto` run and a
+    `stratified` one over data without patient ids share their manifests.
     """
     index = discover(cfg.root, cfg.layout, verify=cfg.verify, num_classes=cfg.num_classes)
     key = cfg.split_key() | {"layout": index.layout, "split": choose_mode(index, cfg.split, cfg.test_size).mode}
@@ -63,8 +65,14 @@ def prepare_data(cfg: DataConfig, run_dir: str | Path | None = None) -> Prepared
 
 
 def _resume(index: DatasetIndex, data_dir: Path, key: dict) -> PreparedData:
-    manifests = {name: Manifest.load(data_dir / f"{name}.json", root=index.root) for name in ("train", "test")}
+    manifests = {name: Manifest.load(data_dir / f"{name}.json") for name in ("train", "test")}  # checks sha256
     for name, m in manifests.items():
+        if os.path.realpath(m.root) != os.path.realpath(index.root):
+            raise EdgeKDError(
+                f"{data_dir / (name + '.json')} lists images of {m.root}, but data.root is now {index.root}: the run "
+                "would train or test on the old images; fix: train into a new run_dir (or --overwrite), or set "
+                f"data.root={m.root}"
+            )
         saved = m.meta.get("data")
         if saved is not None and saved != key:
             diff = {k: (saved.get(k), v) for k, v in key.items() if saved.get(k) != v}

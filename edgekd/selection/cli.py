@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
 from edgekd.errors import EdgeKDError
+from edgekd.shared.jsonio import parse_object
 from edgekd.selection.indices import STRATEGIES
 
 
@@ -50,13 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _json_arg(text: str, flag: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise EdgeKDError(f"{flag} is not valid JSON ({e}); fix: e.g. {flag} '{{\"drop_path_rate\": 0.1}}'") from e
-    if not isinstance(value, dict):
-        raise EdgeKDError(f"{flag} must be a JSON object")
-    return value
+    return parse_object(text, flag, f"e.g. {flag} '{{\"drop_path_rate\": 0.1}}'")
 
 
 def _preprocess(student: str, teacher: str, image_size: int | None, kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekd.errors import EdgeKDError
+from edgekd.shared.jsonio import parse_object
 
 CARD_VERSION = 2  # 1 = the unversioned sidecar of edgekd <= 0.1.0 (same fields, no version)
 ROLES = ("student", "aux", "teacher", "selection")
@@ -79,12 +80,7 @@ class StudentCard:
 
     @classmethod
     def from_json(cls, text: str, source: str = "card") -> "StudentCard":
-        try:
-            d = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise EdgeKDError(f"{source} is not valid JSON ({e}); fix: re-save the model with edgekd") from None
-        if not isinstance(d, dict):
-            raise EdgeKDError(f"{source} is not a JSON object; fix: re-save the model with edgekd")
+        d = parse_object(text, source, "re-save the model with edgekd")
         version = d.pop("card_version", 1)
         if not isinstance(version, int) or version > CARD_VERSION:
             raise EdgeKDError(f"{source} has card_version {version!r}, newer than this edgekd reads "

@@ -8,8 +8,9 @@
 Every cell is an ordinary run directory (`OUT/cells/DATASET/fFRACTION/METHOD[/PARAM]/drawD`),
 so a cell can be inspected, exported or re-evaluated like any run. Resumable: a cell whose
 `results.json` exists and whose saved config equals the requested one is not re-run (a cell
-started with different settings is re-run from scratch, so a table never mixes settings); a cell
-interrupted with the same settings continues from its last epoch checkpoint. Draw d trains on
+started with different settings is re-run from scratch, so a table never mixes settings; its old
+run is moved aside to `drawD.old-<time>/`, never deleted); a cell interrupted with the same
+settings continues from its last epoch checkpoint. Draw d trains on
 subset draw d (`data.draw=d`) with training seed `seed + d`; the train/test split itself is the
 same for all draws. A failed cell is recorded and the sweep goes on.
 The table (`OUT/table.md`, `OUT/table.json`) is rewritten after every cell: test accuracy as
@@ -32,6 +33,7 @@ from typing import Any
 
 from edgekd.config import METHODS, load_config
 from edgekd.errors import EdgeKDError
+from edgekd.rundir import RunDir
 from edgekd.sweep import ray_launcher
 from edgekd.sweep.launchers import LAUNCHERS, run_cell, run_local
 from edgekd.sweep.plan import Cell, is_done, parse_params, plan, same_config
@@ -119,6 +121,11 @@ def _execute(todo: list[Cell], done: list[Cell], cells: list[Cell], execute: Cal
     return failed
 
 
+def _finished_without_results(d: RunDir) -> bool:
+    """Its networks were saved but results.json is gone (deleted to re-run it) and so are its checkpoints."""
+    return d.holds_run() and not d.resumable()
+
+
 def main(argv: list[str] | None = None) -> int:
     a = _parse(argv)
     bad = [m for m in a.methods if m not in METHODS]
@@ -126,13 +133,15 @@ def main(argv: list[str] | None = None) -> int:
         raise EdgeKDError(f"unknown method(s) {bad}; choose from {', '.join(METHODS)}")
     base_cfg = load_config(a.config, a.overrides)  # validates the base overrides once, up front
     out = Path(a.out)
-    # resume=true: a cell interrupted (killed driver, crashed worker) continues from its last epoch
-    base = ["--config", str(a.config), *a.overrides, "resume=true"]
+    base = ["--config", str(a.config), *a.overrides]
     execute = _executor(a, out, base, base_cfg.seed)
     out.mkdir(parents=True, exist_ok=True)
     cells = plan(a.datasets or [base_cfg.data.root], a.fractions, a.methods, a.draws, parse_params(a.param))
     for c in cells:  # every cell's override set must be valid before hours of training start
-        load_config(a.config, [*a.overrides, *c.overrides(out, base_cfg.seed)])
+        try:
+            load_config(a.config, [*a.overrides, *c.overrides(out, base_cfg.seed)])
+        except EdgeKDError as e:
+            raise EdgeKDError(f"cell {c.run_dir(out)} (no cell was launched): {e}") from None
     extra = {"command": "edgekd sweep " + " ".join(argv if argv is not None else sys.argv[1:]),
              "fractions": a.fractions, "methods": a.methods, "draws": a.draws, "params": parse_params(a.param)}
     done = [c for c in cells if is_done(c, out, a.config, a.overrides, base_cfg.seed)]
@@ -147,11 +156,13 @@ def main(argv: list[str] | None = None) -> int:
         write_table(done, out, a.fractions, extra)
         print((out / "table.md").read_text())
         return 0
-    for c in stale:  # started with other settings: neither its result nor its checkpoints may be reused
-        (c.run_dir(out) / "results.json").unlink(missing_ok=True)
-        shutil.rmtree(c.run_dir(out) / "checkpoints", ignore_errors=True)
+    # started with other settings, or finished without its results and no checkpoint left: trains from scratch
+    restart = [c for c in todo if c in stale or _finished_without_results(RunDir(c.run_dir(out)))]
+    for c in restart:
+        RunDir(c.run_dir(out)).move_aside()
     print(f"sweep: {len(cells)} cells, {len(done)} already done, {len(todo)} to run"
-          + (f" ({len(stale)} started with other settings: re-run)" if stale else "")
+          + (f" ({len(restart)} trained again from scratch, the old runs moved aside to *.old-<time>)"
+             if restart else "")
           + f" -> {out} (launcher {a.launcher})")
     failed = _execute(todo, done, cells, execute, out, a.fractions, extra, a.keep_checkpoints)
     write_table(done, out, a.fractions, {**extra, "failed": failed})

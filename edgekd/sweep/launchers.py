@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from edgekd.rundir import RunDir
 from edgekd.sweep.plan import Cell
 
 LAUNCHERS = ("inproc", "subprocess", "accelerate", "ray")
@@ -25,9 +26,10 @@ def _die_with_parent() -> None:
 
 
 def run_cell(cell: Cell, out: Path, base: list[str], seed: int, launcher: str, num_processes: int) -> None:
-    """Train one cell into its run directory (raises on failure)."""
-    argv = [*base, *cell.overrides(out, seed)]
+    """Train one cell into its run directory (raises on failure): a folder holding the cell's run resumes it
+    (an interrupted cell continues from its last epoch), an empty one starts it."""
     run_dir = cell.run_dir(out)
+    argv = [*base, *cell.overrides(out, seed), *(["resume=true"] if RunDir(run_dir).holds_run() else [])]
     run_dir.mkdir(parents=True, exist_ok=True)
     if launcher == "inproc":
         from edgekd import train

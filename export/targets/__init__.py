@@ -104,7 +104,7 @@ class Target:
     suffix: ClassVar[str]  # what its artifacts end with (`path`)
     runtime: ClassVar[str]  # what loads them: a runtime of edgekd.export.runtimes.open_runner
     precisions: ClassVar[tuple[str, ...]]
-    default_precisions: ClassVar[tuple[str, ...]]  # what `--target NAME` alone builds
+    default_precisions: ClassVar[tuple[str, ...]] = ()  # what `--target NAME` alone builds; () = every precision
     options: ClassVar[tuple[Option, ...]] = ()
     why_not: ClassVar[dict[str, str]] = {}  # refused precision -> why
 
@@ -139,6 +139,7 @@ def register_target(cls: type[Target]) -> type[Target]:
     """Class decorator: add `cls` to `TARGETS`, after checking its declaration."""
     if cls.name in TARGETS:
         raise ValueError(f"export target {cls.name!r} is registered twice ({TARGETS[cls.name].__module__}, {cls.__module__})")
+    cls.default_precisions = cls.default_precisions or cls.precisions
     if not set(cls.default_precisions) <= set(cls.precisions) <= set(PRECISIONS):
         raise ValueError(f"export target {cls.name!r}: default precisions {cls.default_precisions} must be among its "
                          f"precisions {cls.precisions}, which must be among {PRECISIONS}")

@@ -7,6 +7,8 @@ The mechanics live in `edgekd.export.onnx_export` and `edgekd.export.ort_quant`.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from edgekd.export.artifacts import Artifact
 from edgekd.export.ort_quant import QUANT_FORMATS
 from edgekd.export.targets import (
@@ -24,7 +26,6 @@ class Onnx(Target):
     suffix = ".onnx"
     runtime = "onnxruntime"
     precisions = ("fp32", "int8")
-    default_precisions = ("fp32", "int8")
     options = (CALIB_DATA, CALIB_SIZE, CALIB_METHOD, QUANT_FORMAT, KEEP_FLOAT, VAL_SIZE)
     why_not = {
         "fp16": "ONNX Runtime's CPU provider has no fp16 kernels for most ops, so an fp16 ONNX "
@@ -40,6 +41,7 @@ class Onnx(Target):
         return self._int8()
 
     def _int8(self) -> Artifact:
+        from edgekd.export.int8_share import ort_int8_share
         from edgekd.export.ort_quant import OrtQuantConfig, quantize_accuracy_aware, quantize_onnx
         from edgekd.export.report import quant_note
 
@@ -52,4 +54,5 @@ class Onnx(Target):
                                         inp.threads)
         else:
             q = quantize_onnx(inp.onnx.dynamic, dst, int8.calib, inp.architecture, cfg)
-        return self.artifact("int8", path=str(dst), notes=[quant_note(q)])
+        q = replace(q, int8_share=ort_int8_share(dst))
+        return self.artifact("int8", path=str(dst), notes=[quant_note(q)], int8_share=q.int8_share)

@@ -6,6 +6,7 @@ the mechanics live in `edgekd.export.openvino_export`.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import cached_property
 from typing import Any
 
@@ -20,7 +21,6 @@ class OpenVINO(Target):
     suffix = ".xml"
     runtime = "openvino"
     precisions = ("fp32", "fp16", "int8")
-    default_precisions = ("fp32", "fp16", "int8")
     options = (CALIB_DATA, CALIB_SIZE, VAL_SIZE)
 
     @cached_property
@@ -32,6 +32,7 @@ class OpenVINO(Target):
 
     def build(self, precision: str) -> Artifact:
         from edgekd.export import openvino_export as ovx
+        from edgekd.export.int8_share import openvino_int8_share
         from edgekd.export.report import quant_note
 
         dst = self.path(precision)
@@ -45,4 +46,5 @@ class OpenVINO(Target):
         else:
             qmodel, q = ovx.quantize_ir(self.float_model.clone(), int8.calib, inp.architecture)
         ovx.save_ir(qmodel, dst, "int8")
-        return self.artifact("int8", path=str(dst), notes=[quant_note(q)])
+        q = replace(q, int8_share=openvino_int8_share(dst))
+        return self.artifact("int8", path=str(dst), notes=[quant_note(q)], int8_share=q.int8_share)
