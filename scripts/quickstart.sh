@@ -21,12 +21,12 @@ $EDGEKD select --teacher tf_efficientnet_lite2 --teacher-weights lite-package \
 
 echo "== 3/5 train: accelerate launch edgekd/train.py (EMA self-distillation, offline preset) =="
 .venv/bin/accelerate launch --cpu --num_processes 1 edgekd/train.py \
-  --config edgekd/configs/lite2_to_lite0_fmnist.yaml "run_dir=$RUN/train" "$@"
+  --config edgekd/configs/lite2_to_lite0_fmnist.yaml "run_dir=$RUN/train" --overwrite "$@"
 
 echo "== 4/5 export + verify + bench: ONNX, ORT INT8, OpenVINO FP32/FP16/INT8 =="
 # exit 1 = built and verified, but an artifact broke a verify threshold (the report says which
 # and why); that is a finding about the artifact, not a failed job. Anything else is an error.
-rc=0; $EDGEKD export --run "$RUN/train" --target all --out "$RUN/export" || rc=$?
+rc=0; $EDGEKD export --run "$RUN/train" --target all --out "$RUN/export" --overwrite || rc=$?
 if [ "$rc" = 1 ]; then
   echo "note: some artifacts FAILED verification; they are listed in $RUN/export/report.md - do not deploy those"
 elif [ "$rc" != 0 ]; then
