@@ -9,6 +9,11 @@ from __future__ import annotations
 import hashlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edgekd.export.int8_share import Int8Share
+
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
@@ -40,6 +45,7 @@ class Artifact:
     build_seconds: float = 0.0
     runtime: str = ""  # what loads it, as its target declares
     shipped: list[str] = field(default_factory=list)  # inputs for a build on the device (TensorRT's ONNX), published too
+    int8_share: Int8Share | None = None  # int8 artifacts: compute share in INT8 kernels, measured in their runtime
 
     @property
     def size_mb(self) -> float:

@@ -17,12 +17,15 @@ import math
 import time
 from dataclasses import dataclass, field
 from statistics import NormalDist
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from edgekd.export.calibration import CalibrationSet
 from edgekd.export.verify import Thresholds, limits
+
+if TYPE_CHECKING:
+    from edgekd.export.int8_share import Int8Share
 
 CONFIDENCE = 0.95
 
@@ -211,3 +214,4 @@ class QuantReport:
     fusions: list[str] | None = None  # ORT: transformer fusions run before quantizing
     searched_float_nodes: list[str] = field(default_factory=list)  # what the search reverted (replayable)
     search: AccuracySearch | None = None  # None: accuracy control off
+    int8_share: Int8Share | None = None  # of the saved artifact, as its runtime runs it; None until measured

@@ -307,6 +307,7 @@ def _rows(artifacts: list[Artifact], results: list[VerifyResult], benched: Bench
             mean_kl=r.mean_kl if r else None, map_rank_corr=r.map_rank_corr if r else None, p50_ms=b.p50_ms if b else None,
             speedup_vs_torch=(ref.p50_ms / b.p50_ms) if (b and ref) else None,
             passed=r.passed if r else None, reasons=(r.reasons if r else ([a.reason] if a.reason else [])), path=a.path,
+            int8_share=a.int8_share.share if a.int8_share else None,
         ))
     return rows
 

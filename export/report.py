@@ -2,9 +2,11 @@
 
 Why: the person shipping a model needs one page that says, per artifact, how big, how
 accurate (and how far from PyTorch), how fast, and whether it passed; the JSON is the same
-content for CI and dashboards. Each INT8 artifact's note (`quant_note`) says how it was
-quantized, which nodes stayed float and what the accuracy-aware search did. matplotlib is
-imported lazily (not in the runtime extra).
+content for CI and dashboards. An INT8 artifact's precision says how much of its compute its
+runtime runs in INT8 kernels (`int8 (94 %)`, `edgekd.export.int8_share`); below half, its verdict
+says FLOAT FALLBACK whether or not it passed. Its note (`quant_note`) says how it was quantized,
+which nodes stayed float and what the accuracy-aware search did. matplotlib is imported lazily
+(not in the runtime extra).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from edgekd.export.int8_share import int8_label, is_float_fallback, percent
 
 if TYPE_CHECKING:
     from edgekd.export.int8_accuracy import AccuracySearch, QuantReport
@@ -36,6 +40,11 @@ class ReportRow:
     passed: bool | None = None
     reasons: list[str] = field(default_factory=list)
     path: str = ""
+    int8_share: float | None = None  # int8 artifacts: share of Conv/MatMul/Gemm MACs in INT8 kernels (Int8Share.share)
+
+    @property
+    def float_fallback(self) -> bool:
+        return self.int8_share is not None and is_float_fallback(self.int8_share)
 
 
 COLUMNS = [("name", "artifact"), ("format", "format"), ("precision", "precision"), ("size_mb", "size MB"),
@@ -45,13 +54,9 @@ COLUMNS = [("name", "artifact"), ("format", "format"), ("precision", "precision"
 
 def _fmt(key: str, row: ReportRow) -> str:
     if key == "verdict":
-        if row.format == "pytorch":
-            return "reference"
-        if row.status != "ok":
-            return f"{row.status.upper()}: {'; '.join(row.reasons)}"
-        if row.passed is None:
-            return "not verified"
-        return "PASS" if row.passed else "FAIL: " + "; ".join(row.reasons)
+        return _verdict(row)
+    if key == "precision" and row.int8_share is not None:
+        return int8_label(row.int8_share)
     v = getattr(row, key)
     if v is None:
         return "-"
@@ -60,6 +65,17 @@ def _fmt(key: str, row: ReportRow) -> str:
             return f"{v:.2e}"
         return f"{v:.2f}"
     return str(v)
+
+
+def _verdict(row: ReportRow) -> str:
+    if row.format == "pytorch":
+        return "reference"
+    if row.status != "ok":
+        return f"{row.status.upper()}: {'; '.join(row.reasons)}"
+    verdict = "not verified" if row.passed is None else "PASS" if row.passed else "FAIL: " + "; ".join(row.reasons)
+    if row.float_fallback:
+        return f"FLOAT FALLBACK ({verdict})"
+    return verdict
 
 
 def markdown_table(rows: list[ReportRow]) -> str:
@@ -77,7 +93,8 @@ def print_table(rows: list[ReportRow], title: str = "edgekd export") -> None:
     for _, h in COLUMNS:
         t.add_column(h, overflow="fold")
     for r in rows:
-        style = "green" if r.passed and r.status == "ok" else ("yellow" if r.status == "skipped" or r.passed is None else "red")
+        ok = "yellow" if r.float_fallback else "green"  # passed, but a float model in an INT8 file
+        style = ok if r.passed and r.status == "ok" else ("yellow" if r.status == "skipped" or r.passed is None else "red")
         t.add_row(*[_fmt(k, r) for k, _ in COLUMNS], style=style)
     import sys
 
@@ -87,21 +104,23 @@ def print_table(rows: list[ReportRow], title: str = "edgekd export") -> None:
 def quant_note(q: QuantReport) -> str:
     """An INT8 artifact's report note, from its quantizer's report."""
     counted = f"; {q.float_compute_nodes} of {q.compute_nodes} Conv/MatMul/Gemm" if q.compute_nodes is not None else ""
-    parts = [f"{q.scheme} on {q.calib_images} images"]
+    parts = [f"{q.scheme} on {q.calib_images} images", *([str(q.int8_share)] if q.int8_share is not None else [])]
     if q.fusions is not None:
         parts.append(f"fusions: {q.fusions or 'none'}")
     if q.float_op_types is not None:
         parts.append(f"float op types: {q.float_op_types}")
     parts.append(f"{q.float_nodes_label} ({len(q.float_nodes)}{counted}): {q.float_nodes}")
-    return _mostly_float(q) + "; ".join(parts) + _search_note(q.search)
+    return _float_fallback(q) + "; ".join(parts) + _search_note(q.search)
 
 
-def _mostly_float(q: QuantReport) -> str:
-    """A warning up front when most compute nodes stayed float: "INT8" would then mislead."""
-    if q.compute_nodes is None or q.float_compute_nodes is None or 2 * q.float_compute_nodes <= q.compute_nodes:
+def _float_fallback(q: QuantReport) -> str:
+    """A warning up front when its runtime runs most of the compute in float: "INT8" would then
+    mislead. By MACs, not nodes: node counts weigh a 1x1 head like the widest conv."""
+    s = q.int8_share
+    if s is None or not s.float_fallback:
         return ""
-    return (f"MOSTLY FLOAT: {q.float_compute_nodes} of {q.compute_nodes} Conv/MatMul/Gemm nodes stay float, so this "
-            "artifact runs mostly in FP32 (openvino-int8 may quantize this model better); ")
+    return (f"FLOAT FALLBACK: {s.runtime} runs only {percent(s.share)} of the Conv/MatMul/Gemm compute in INT8 "
+            "kernels, so this artifact runs mostly in float; ")
 
 
 def _search_note(s: AccuracySearch | None) -> str:

@@ -212,6 +212,21 @@ def _axis_sets(bank: IndexBank, plan: ComponentPlan, role: int) -> list[tuple[st
     return out
 
 
+def _usage(t: torch.Tensor, picked: list[list[np.ndarray]]) -> tuple[int, dict[str, int]]:
+    """How many of the teacher tensor's elements went to main, aux, both and neither student."""
+    n = t.numel()
+    counts = [math.prod(len(ix) for ix in p) for p in picked]
+    used = {"main": counts[0]}
+    if len(picked) > 1:
+        both = math.prod(len(np.intersect1d(a, b)) for a, b in zip(picked[0], picked[1]))
+        used.update(aux=counts[1], both=both, neither=n - counts[0] - counts[1] + both)
+    else:
+        used.update(aux=0, both=0, neither=n - counts[0])
+    if not t.is_floating_point():  # e.g. num_batches_tracked: copied, not "knowledge"
+        return 0, {k: 0 for k in used}
+    return n, used
+
+
 def _run(
     teacher: nn.Module | Mapping[str, torch.Tensor],
     students: list[nn.Module],
@@ -246,16 +261,7 @@ def _run(
                 value = resample_tokens(value, plan.student_shape[1], plan.axes[1].resample_prefix)
             for sd in (new_sds[i] for i, rr in enumerate(roles) if rr == r):
                 sd[plan.student_key] = value.reshape(plan.student_shape).to(sd[plan.student_key])
-        n = t.numel()
-        counts = [math.prod(len(ix) for ix in p) for p in picked]
-        used = {"main": counts[0]}
-        if len(picked) > 1:
-            both = math.prod(len(np.intersect1d(a, b)) for a, b in zip(picked[0], picked[1]))
-            used.update(aux=counts[1], both=both, neither=n - counts[0] - counts[1] + both)
-        else:
-            used.update(aux=0, both=0, neither=n - counts[0])
-        if not t.is_floating_point():  # e.g. num_batches_tracked: copied, not "knowledge"
-            n, used = 0, {k: 0 for k in used}
+        n, used = _usage(t, picked)
         reports.append(
             TensorReport(
                 plan.student_key, plan.teacher_key, list(plan.teacher_shape), list(plan.student_shape),
