@@ -303,7 +303,10 @@ def load_student(path: str | Path) -> tuple[nn.Module, StudentCard]:
             "written by edgekd (RUN/model.safetensors)"
         )
     card = StudentCard.load(side)
-    if card.weights_sha256 and sha256_file(path) != card.weights_sha256:
+    if not card.weights_sha256:  # edgekd always writes it: a card without one was edited
+        raise EdgeKDError(f"{str(side)!r} has no weights_sha256, so {str(path)!r} cannot be checked against it; "
+                          "fix: restore the card written with the weights (or re-save the model with edgekd)")
+    if sha256_file(path) != card.weights_sha256:
         raise EdgeKDError(
             f"{str(path)!r} does not match the weights_sha256 in {str(side)!r}; "
             "fix: keep the .safetensors and .json written together"

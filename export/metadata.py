@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from edgekd.export.runner import check_artifact_path, readable_artifact
 from edgekd.shared.card import StudentCard
 
 #: the keys every artifact carries (prefix `edgekd.` in ONNX, `rt_info["edgekd"][key]` in IR)
@@ -93,6 +94,12 @@ def set_openvino_metadata(model: Any, md: dict[str, Any]) -> None:
 def read_metadata(path: str | Path) -> dict[str, Any]:
     """Metadata of an `.onnx`, `.xml` or `.engine` artifact, using only its runtime."""
     path = Path(path)
+    check_artifact_path(path)
+    with readable_artifact(path):
+        return _read_metadata(path)
+
+
+def _read_metadata(path: Path) -> dict[str, Any]:
     if path.suffix == ".onnx":
         try:
             import onnxruntime as ort
@@ -113,8 +120,6 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         if not model.has_rt_info(["edgekd"]):
             return {}
         return decode({k: model.get_rt_info(["edgekd", k]).astype(str) for k in KEYS if model.has_rt_info(["edgekd", k])})
-    if path.suffix == ".engine":
-        from edgekd.export.trt_sidecar import read_sidecar
+    from edgekd.export.trt_sidecar import read_sidecar  # .engine: check_artifact_path allowed nothing else
 
-        return dict(read_sidecar(path).metadata)
-    raise ValueError(f"not an artifact: {path}")
+    return dict(read_sidecar(path).metadata)

@@ -6,9 +6,10 @@ without importing each other. Torch-free.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Iterator, Protocol
 
 import numpy as np
 
@@ -78,3 +79,31 @@ def runtime_version(runtime: str) -> str:
     except ImportError:
         return "not installed"
     return ""
+
+
+@contextmanager
+def readable_artifact(path: str | Path) -> Iterator[None]:
+    """Turn a runtime's failure to read a file (garbage, empty, truncated, a .bin missing) into one
+    line naming the file and the fix, instead of a 20-line traceback from inside the runtime."""
+    from edgekd.errors import EdgeKDError
+
+    try:
+        yield
+    except (EdgeKDError, ImportError):  # already one line; a missing runtime is the CLI's "pip install" message
+        raise
+    except Exception as e:  # noqa: BLE001 - the runtime's own error types differ per runtime and version
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise EdgeKDError(f"{path} is not a readable artifact ({type(e).__name__}: {first}); fix: pass the "
+                          ".onnx / .xml (with its .bin) / .engine that `edgekd export` wrote, or re-export it") from None
+
+
+def check_artifact_path(path: str | Path) -> None:
+    """An existing .onnx / .xml / .engine, or one line saying what was given instead."""
+    from edgekd.errors import EdgeKDError
+
+    path = Path(path)
+    if path.suffix not in (".onnx", ".xml", ".engine"):
+        raise EdgeKDError(f"{path} is not an artifact ({path.suffix or 'no suffix'}); fix: pass an .onnx, .xml or "
+                          ".engine written by `edgekd export` (a .safetensors student goes to --run)")
+    if not path.is_file():
+        raise EdgeKDError(f"{path}: no such artifact")

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.export.runner import Runner, RunnerConfig
+from edgekd.export.runner import Runner, RunnerConfig, check_artifact_path, readable_artifact
 
 
 class OrtRunner(Runner):
@@ -96,12 +96,13 @@ class OpenVINORunner(Runner):
 def open_runner(path: str | Path, cfg: RunnerConfig | None = None) -> Runner:
     """Pick the runtime from the artifact's suffix (.onnx / .xml / .engine)."""
     suffix = Path(path).suffix
-    if suffix == ".onnx":
-        return OrtRunner(path, cfg)
-    if suffix == ".xml":
-        return OpenVINORunner(path, cfg)
-    if suffix == ".engine":
+    check_artifact_path(path)
+    with readable_artifact(path):
+        if suffix == ".onnx":
+            return OrtRunner(path, cfg)
+        if suffix == ".xml":
+            return OpenVINORunner(path, cfg)
         from edgekd.export.tensorrt_runtime import TensorRTRunner
 
         return TensorRTRunner(path, cfg)
-    raise ValueError(f"unknown artifact type {suffix!r} ({path}); expected .onnx, .xml or .engine")
+
