@@ -39,6 +39,21 @@ def int8_lines(report: dict) -> list[str]:
     return lines
 
 
+def gate_lines(report: dict) -> list[str]:
+    """One line per artifact: the per-class non-inferiority gate's outcome and the classes not passing."""
+    lines = []
+    for v in report["verify"]:
+        g = v.get("gate")
+        if not g:
+            lines.append(f"- {v['name']}: gate not run")
+            continue
+        odd = {c: d["outcome"] for c, d in g["per_class"].items() if d["outcome"] != "pass"}
+        lines.append(f"- {v['name']}: **{g['outcome'].upper()}**" + (f" ({', '.join(f'{c}: {o}' for c, o in odd.items())})"
+                                                                   if odd else " (every class non-inferior)")
+                     + f"; ECE {g['calibration']['artifact_ece']:.3f} vs PyTorch {g['calibration']['reference_ece']:.3f}")
+    return lines
+
+
 def markdown(report: dict, train: dict, command: str, load: tuple[float, float]) -> str:
     from edgekd.export.report import ReportRow, markdown_table
 
@@ -54,6 +69,7 @@ def markdown(report: dict, train: dict, command: str, load: tuple[float, float])
         + (" (shared with other jobs: latencies are inflated and noisy)." if max(load) > 1.5 else "."), "",
         f"Calibration: {report['calibration']}. INT8 validation: {report['int8_validation']}.", "",
         markdown_table(rows), "", "## INT8 (generated from the report)", *int8_lines(report), "",
+        "## Per-class gate vs PyTorch (generated from the report; tables in the export's report.md)", *gate_lines(report), "",
         *([f"Other verify failures: " + "; ".join(f"{v['name']}: {', '.join(v['reasons'])}" for v in others), ""] if others else []),
     ])
 
