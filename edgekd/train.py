@@ -446,9 +446,9 @@ def finish(run: Run, stats: dict[str, Any]) -> None:
     ev = evaluate_student(y_true, logits, run.data.classes, calibration)
     res = {**results(run, test, checksums, stats), "clinical": ev.clinical.to_dict(),
            "calibration": calibration.to_dict()}
-    run.rundir.write_results(res)
     save_figures(run.rundir.path, ev, run.data.classes, f"{run.cfg.model.student} [{run.cfg.method.name}]")
     write_model_card(run.rundir.path, run.cfg, res, card, ev)
+    run.rundir.write_results(res)  # last: results.json marks the run complete (a sweep skips such a cell)
     acc.print(f"test accuracy {test['accuracy']:.4f} macro-F1 {test['macro_f1']:.4f}; calibration "
               f"{calibration.summary()} -> {run.rundir.path}")
 
