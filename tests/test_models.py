@@ -86,11 +86,15 @@ def test_save_load_student_roundtrip(tmp_path):
         load_student(tmp_path / "model.safetensors")
 
 
+def _saved_card(tmp_path) -> dict:
+    """A tiny student saved with edgekd; returns its card as written (model.json)."""
+    save_student(create_student("vit_tiny_patch16_224", 3, **TINY_VIT).eval(), tmp_path / "model.safetensors", _card())
+    return json.loads((tmp_path / "model.json").read_text())
+
+
 def test_a_card_without_its_weights_hash_is_refused(tmp_path):
     """Removing weights_sha256 from a card used to disable the weight check silently."""
-    m = create_student("vit_tiny_patch16_224", 3, **TINY_VIT).eval()
-    save_student(m, tmp_path / "model.safetensors", _card())
-    card = json.loads((tmp_path / "model.json").read_text())
+    card = _saved_card(tmp_path)
     del card["weights_sha256"]
     (tmp_path / "model.json").write_text(json.dumps(card))
     with pytest.raises(EdgeKDError, match="has no weights_sha256.*cannot be checked"):
@@ -99,9 +103,7 @@ def test_a_card_without_its_weights_hash_is_refused(tmp_path):
 
 def test_a_card_from_an_older_run_still_loads(tmp_path):
     """edgekd <= 0.1.0 wrote an unversioned dict sidecar; unknown keys (e.g. a note) are kept verbatim."""
-    m = create_student("vit_tiny_patch16_224", 3, **TINY_VIT).eval()
-    save_student(m, tmp_path / "model.safetensors", _card())
-    new = json.loads((tmp_path / "model.json").read_text())
+    new = _saved_card(tmp_path)
     old = {k: new[k] for k in ("architecture", "model_kwargs", "num_classes", "classes", "preprocess",
                                "weights_sha256", "edgekd_version", "test_manifest")}
     (tmp_path / "model.json").write_text(json.dumps({**old, "method": "ours", "epoch": 2, "note": "x"}))
