@@ -145,7 +145,7 @@ def evaluate_student(labels: np.ndarray, logits: np.ndarray, classes: list[str],
                      ) -> StudentEvaluation:
     """Per-class sensitivity, specificity, PPV, NPV, F1, AUC with stratified-bootstrap 95 % intervals
     (B=1000, seed 0, as verify's gate) from S's calibrated test probabilities."""
-    from edgekd.shared.clinical.calibration import softmax
+    from edgekd.shared.probs import softmax
     from edgekd.shared.clinical.metrics import clinical_metrics
 
     probs = softmax(logits, calibration.temperature)
@@ -159,7 +159,8 @@ def save_figures(run_dir: str | Path, ev: StudentEvaluation, classes: list[str],
     """The confusion matrix normalised by row, ROC curves per class, the reliability diagram before and
     after temperature scaling; `name` (model and method) heads each."""
     from edgekd.shared.clinical import plots
-    from edgekd.shared.clinical.calibration import ECE_BINS, softmax
+    from edgekd.shared.clinical.calibration import ECE_BINS
+    from edgekd.shared.probs import softmax
 
     run_dir, probs = Path(run_dir), ev.probs
     plots.confusion_matrix_plot(ev.labels, probs.argmax(1), classes, run_dir / CONFUSION_PNG,

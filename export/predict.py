@@ -23,7 +23,7 @@ from tqdm import tqdm
 from edgekd.errors import EdgeKDError
 from edgekd.shared.inputs import expand_images
 from edgekd.shared.preprocess import PreprocessConfig
-from edgekd.shared.saliency import softmax
+from edgekd.shared.probs import softmax
 from edgekd.export.batches import load_batch
 from edgekd.export.metadata import preprocess_dict, read_metadata
 from edgekd.export.publish import require_verified

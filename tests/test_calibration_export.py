@@ -16,7 +16,7 @@ import torch  # noqa: E402
 
 from edgekd.errors import EdgeKDError  # noqa: E402
 from edgekd.shared.card import StudentCard, card_path  # noqa: E402
-from edgekd.shared.clinical.calibration import softmax  # noqa: E402
+from edgekd.shared.probs import softmax  # noqa: E402
 from tests.export_fixtures import cached_tiny_run  # noqa: E402
 from tests.test_train_e2e import run, tiny  # noqa: E402,F401  (tiny: the trainer's tiny dataset, a fixture)
 

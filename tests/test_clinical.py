@@ -10,7 +10,8 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, r
 
 from edgekd.errors import EdgeKDError
 from edgekd.shared.clinical.bootstrap import stratified_weights
-from edgekd.shared.clinical.calibration import calibrate, expected_calibration_error, fit_temperature, softmax
+from edgekd.shared.clinical.calibration import calibrate, expected_calibration_error, fit_temperature
+from edgekd.shared.probs import softmax
 from edgekd.shared.clinical.gate import GateConfig, Outcome, paired_gate
 from edgekd.shared.clinical.metrics import clinical_metrics, weighted_auc, weighted_confusion
 from edgekd.shared.clinical.operating_point import (OperatingPoint, apply_threshold, choose_threshold,

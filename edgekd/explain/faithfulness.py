@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from edgekd.shared.saliency import Predict, softmax
+from edgekd.shared.probs import softmax
+from edgekd.shared.saliency import Predict
 
 
 @dataclass

@@ -16,6 +16,8 @@ from typing import Callable
 
 import numpy as np
 
+from edgekd.shared.probs import softmax
+
 Predict = Callable[[np.ndarray], np.ndarray]
 
 
@@ -25,12 +27,6 @@ class OcclusionConfig:
     stride: float = 0.125  # step between squares, same unit
     fill: float = 0.0  # value in the preprocessed space: 0 = the normalisation mean colour
     batch_size: int = 32
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits.astype(np.float64)
-    z = np.exp(z - z.max(1, keepdims=True))
-    return z / z.sum(1, keepdims=True)
 
 
 def _starts(size: int, window: int, stride: int) -> list[int]:

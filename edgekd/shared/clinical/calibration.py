@@ -16,13 +16,10 @@ from sklearn.metrics import brier_score_loss, log_loss
 
 from edgekd.errors import EdgeKDError
 from edgekd.shared.clinical.metrics import validate
+from edgekd.shared.probs import softmax
 
 ECE_BINS = 15  # Guo et al.'s choice, so figures compare with the literature
 T_BOUNDS = (0.05, 20.0)  # wider than any network we have seen needs; keeps the search away from 0
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    return np.exp(log_softmax(np.asarray(logits, np.float64) / temperature, axis=1))
 
 
 def fit_temperature(logits: np.ndarray, y_true: np.ndarray) -> float:
