@@ -134,6 +134,7 @@ class Data:
     val: torch.utils.data.Dataset | None
     test: torch.utils.data.Dataset
     train_labels: list[int]
+    test_attributes: dict[str, list[str | None]]  # the test manifest's subgroup columns (site, scanner ...)
 
 
 def build_data(cfg: TrainConfig, rundir: RunDir, accelerator: Accelerator) -> Data:
@@ -144,8 +145,10 @@ def build_data(cfg: TrainConfig, rundir: RunDir, accelerator: Accelerator) -> Da
     test split is never used for model selection. With `data.cache_dir`, every part reads from
     a decoded-image cache (built once by the main process, then memory-mapped).
     """
+    # without validation (val_limit null) nothing is held out of a fraction-1.0 subset
+    data_cfg = cfg.data if cfg.val_limit else replace(cfg.data, val_size=0.0)
     with accelerator.main_process_first():
-        prepared = prepare_data(cfg.data, rundir.path)
+        prepared = prepare_data(data_cfg, rundir.path)
     pre = resolve_preprocess(cfg.model.student, image_size=cfg.model.image_size, **cfg.model.student_kwargs)
     index = prepared.index
     parts = {"train": prepared.manifests["train"], "test": prepared.manifests["test"]}
@@ -168,7 +171,8 @@ def build_data(cfg: TrainConfig, rundir: RunDir, accelerator: Accelerator) -> Da
 
     train = dataset("train", train_transform(pre, cfg.aug))
     val = dataset("val", eval_transform(pre)) if "val" in parts else None
-    return Data(prepared.classes, pre, train, val, dataset("test", eval_transform(pre)), list(train.targets))
+    return Data(prepared.classes, pre, train, val, dataset("test", eval_transform(pre)), list(train.targets),
+                parts["test"].attributes)
 
 
 def make_loaders(cfg: TrainConfig, method: Method, data: Data, world: int):
@@ -443,9 +447,11 @@ def finish(run: Run, stats: dict[str, Any]) -> None:
     if not acc.is_main_process:
         return
     card = save_networks(run, calibration, best_calibration)
-    ev = evaluate_student(y_true, logits, run.data.classes, calibration)
+    ev = evaluate_student(y_true, logits, run.data.classes, calibration, run.data.test_attributes)
     res = {**results(run, test, checksums, stats), "clinical": ev.clinical.to_dict(),
            "calibration": calibration.to_dict()}
+    if ev.subgroups is not None:
+        res["subgroups"] = ev.subgroups.to_dict()
     save_figures(run.rundir.path, ev, run.data.classes, f"{run.cfg.model.student} [{run.cfg.method.name}]")
     write_model_card(run.rundir.path, run.cfg, res, card, ev)
     run.rundir.write_results(res)  # last: results.json marks the run complete (a sweep skips such a cell)

@@ -32,7 +32,8 @@ def test_default_split_puts_no_patient_on_both_sides(tmp_path, capsys):
                               "groups_train": len(groups_of(p.index, p.train_ids)),
                               "groups_test": len(groups_of(p.index, p.test_ids)), "groups_both": 0}
     assert saved["data"]["split"] == "group"  # the mode used: what a resumed run must match
-    assert "data: split group (auto: the dataset has patient ids); 18 patients, none on both sides" in (
+    # 16 of 18: fraction 1.0 holds data.val_size of the training patients out as validation
+    assert "data: split group (auto: the dataset has patient ids); 16 patients, none on both sides" in (
         capsys.readouterr().out)
 
 

@@ -17,6 +17,8 @@ class DataConfig:
     `fraction`/`draw`: the training subset (e.g. 0.01, draw 0..4). `test_limit`/`train_limit`:
     at most this many images per class (stratified caps for quick CPU runs). `cache_dir`: decoded-
     image cache (None = decode every epoch). `num_classes`: fail early if the dataset differs.
+    `val_size`: when the subset is the whole training split (fraction 1.0, no train_limit), this
+    share of it is held out as validation (best.* and temperature scaling), never the test split.
     """
 
     root: str = "fashion-mnist"
@@ -31,6 +33,7 @@ class DataConfig:
     cache_dir: str | None = None
     verify: str = "quick"
     num_classes: int | None = None
+    val_size: float = 0.1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -52,12 +55,23 @@ class DataConfig:
         if not 0.0 < self.test_size < 1.0:
             raise EdgeKDError(f"data.test_size={self.test_size} must be in (0, 1) (the share held out for the "
                               "test); fix: e.g. data.test_size=0.2, the paper's 80/20 split")
+        if not 0.0 <= self.val_size < 1.0:
+            raise EdgeKDError(f"data.val_size={self.val_size} must be in [0, 1) (the share of the training split "
+                              "held out for validation at fraction 1.0); fix: e.g. data.val_size=0.1, 0 for none")
         return self
+
+    @property
+    def holds_out_validation(self) -> bool:
+        """The subset would use every training image, so validation must be carved out of it."""
+        return self.fraction == 1.0 and self.train_limit is None and self.val_size > 0
 
     def split_key(self) -> dict:
         """The fields that define which images land in train/test (a resumed run must match them)."""
-        return {k: getattr(self, k) for k in ("layout", "split", "test_size", "seed", "fraction", "draw",
-                                              "test_limit", "train_limit")}
+        keys = ("layout", "split", "test_size", "seed", "fraction", "draw", "test_limit", "train_limit")
+        # val_size moves images out of the training subset only at fraction 1.0; elsewhere it changes
+        # nothing, and leaving it out keeps older runs' manifests resumable
+        keys += ("val_size",) if self.holds_out_validation else ()
+        return {k: getattr(self, k) for k in keys}
 
 
 @dataclass

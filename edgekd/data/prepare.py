@@ -15,7 +15,7 @@ from edgekd.data.index import DataWarning, DatasetIndex
 from edgekd.shared.images import relative_address
 from edgekd.data.layouts import discover
 from edgekd.data.manifest import Manifest
-from edgekd.data.split import cap_per_class, choose_mode, draw_subset, make_split
+from edgekd.data.split import cap_per_class, choose_mode, draw_subset, hold_out, make_split
 from edgekd.errors import EdgeKDError
 
 
@@ -48,6 +48,8 @@ def prepare_data(cfg: DataConfig, run_dir: str | Path | None = None) -> Prepared
     split = make_split(index, cfg.split, cfg.test_size, cfg.seed)
     train = draw_subset(index, split.train, cfg.fraction, cfg.draw, cfg.seed)
     train = cap_per_class(index, train, cfg.train_limit, cfg.seed)
+    if cfg.holds_out_validation:  # the trainer's validation pool is the training split minus the subset
+        train, _ = hold_out(index, train, cfg.val_size, split.record.mode, cfg.seed + 1)
     test = cap_per_class(index, split.test, cfg.test_limit, cfg.seed)
     if split.record.mode == "group":
         _warn_missing_classes(index, test, "test")

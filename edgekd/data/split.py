@@ -235,6 +235,20 @@ def draw_subset(index: DatasetIndex, train_ids: list[int], fraction: float, draw
     return sorted(chosen)
 
 
+def hold_out(index: DatasetIndex, ids: list[int], share: float, mode: str, seed: int) -> tuple[list[int], list[int]]:
+    """(kept, held): `share` of `ids` held out as validation, by patient when the test split was (so a
+    patient's slices never sit on both sides of the temperature fit), else stratified. Too few images
+    for either: nothing is held out, and the run says it has no validation images."""
+    sub = replace(index, samples=[index.samples[i] for i in ids])
+    if mode == "group" and _group_problem(sub, share) is None:
+        kept, held = _group(sub, share, seed)
+    elif min(sub.counts().values(), default=0) >= 2:
+        kept, held = _stratified(sub, share, seed)
+    else:
+        return sorted(ids), []
+    return sorted(ids[i] for i in kept), sorted(ids[i] for i in held)
+
+
 def cap_per_class(index: DatasetIndex, ids: list[int], limit: int | None, seed: int = 0) -> list[int]:
     """At most `limit` ids per class (seeded random choice): quick CPU runs on a smaller, still stratified set."""
     if limit is None:
