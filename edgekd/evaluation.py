@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from edgekd.shared.card import StudentCard
     from edgekd.shared.clinical.calibration import CalibrationReport
     from edgekd.shared.clinical.metrics import ClinicalMetrics
+    from edgekd.shared.clinical.subgroups import SubgroupReport
 
 
 @torch.no_grad()
@@ -117,8 +118,8 @@ def calibration_skipped(cfg: TrainConfig, has_val: bool) -> str:
         return ""
     if not cfg.val_limit:
         return "val_limit is null, so there are no held-out labelled images to fit T on; set val_limit to calibrate"
-    return ("the training subset is the whole training split (data.fraction=1.0), so no held-out labelled "
-            "images remain to fit T on; train on a subset (data.fraction < 1) to calibrate")
+    return ("the training subset is the whole training split (data.fraction=1.0 with data.val_size=0), so no "
+            "held-out labelled images remain to fit T on; set data.val_size (e.g. 0.1) to hold some out")
 
 
 def fit_calibration(model: nn.Module, val_loader, test: tuple[np.ndarray, np.ndarray], accelerator=None
@@ -139,17 +140,22 @@ class StudentEvaluation:
     probs: np.ndarray  # softmax(logits / T): what the exported artifacts output
     calibration: Calibration
     clinical: ClinicalMetrics  # from `probs`
+    subgroups: SubgroupReport | None = None  # per attribute column of the test manifest; None without any
 
 
-def evaluate_student(labels: np.ndarray, logits: np.ndarray, classes: list[str], calibration: Calibration
-                     ) -> StudentEvaluation:
+def evaluate_student(labels: np.ndarray, logits: np.ndarray, classes: list[str], calibration: Calibration,
+                     attributes: dict[str, list[str | None]] | None = None) -> StudentEvaluation:
     """Per-class sensitivity, specificity, PPV, NPV, F1, AUC with stratified-bootstrap 95 % intervals
-    (B=1000, seed 0, as verify's gate) from S's calibrated test probabilities."""
+    (B=1000, seed 0, as verify's gate) from S's calibrated test probabilities; with the test manifest's
+    `attributes` (site, scanner ...), the same per subgroup, flagged where a class's sensitivity trails."""
     from edgekd.shared.probs import softmax
     from edgekd.shared.clinical.metrics import clinical_metrics
+    from edgekd.shared.clinical.subgroups import subgroup_metrics
 
     probs = softmax(logits, calibration.temperature)
-    return StudentEvaluation(labels, logits, probs, calibration, clinical_metrics(labels, classes, y_prob=probs))
+    subgroups = subgroup_metrics(labels, probs, classes, attributes) if attributes else None
+    return StudentEvaluation(labels, logits, probs, calibration, clinical_metrics(labels, classes, y_prob=probs),
+                             subgroups)
 
 
 CONFUSION_PNG, ROC_PNG, RELIABILITY_PNG = "confusion_matrix.png", "roc_curves.png", "reliability.png"
@@ -211,7 +217,7 @@ Confusion matrix normalised by row (each row is a true class, so the diagonal is
 
 ![confusion matrix]({CONFUSION_PNG}) ![ROC curves]({ROC_PNG})
 
-## Calibration
+{subgroup_section(ev)}## Calibration
 {ev.calibration.to_markdown()}
 Reliability diagram (accuracy against confidence, before and after temperature scaling): [{RELIABILITY_PNG}]({RELIABILITY_PNG}).
 
@@ -227,6 +233,15 @@ Reliability diagram (accuracy against confidence, before and after temperature s
     path = run_dir / "MODEL_CARD.md"
     path.write_text(text)
     return path
+
+
+def subgroup_section(ev: StudentEvaluation) -> str:
+    """The card's Subgroups section, or nothing when the test manifest has no attribute columns."""
+    if ev.subgroups is None:
+        return ""
+    return ("## Subgroups\nPer-class metrics within each subgroup of the test split (attribute columns of its "
+            "manifest), and each class's sensitivity against the rest of the test images:\n\n"
+            f"{ev.subgroups.to_markdown()}\n")
 
 
 EXPLAIN_HEADING = "## Explanations"

@@ -42,6 +42,13 @@ def manifest_items(data: str | Path, classes: list[str] | None = None) -> list[t
     return items
 
 
+def manifest_attributes(data: str | Path) -> dict[str, list[str | None]]:
+    """The subgroup columns (site, scanner ...) of a manifest JSON, aligned with `manifest_items`;
+    empty for a dataset folder (write a manifest or a CSV with the columns to report subgroups)."""
+    data = Path(data)
+    return {} if data.is_dir() else dict(contract.load_manifest(data).attributes)
+
+
 def load_batch(paths: list[str], preprocess: dict) -> np.ndarray:
     """The one image-batch loader: addresses -> float32 NCHW, preprocessed exactly as serving does."""
     cfg = PreprocessConfig.from_dict(preprocess)

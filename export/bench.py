@@ -21,7 +21,12 @@ from typing import Any, Callable
 
 import numpy as np
 
+from edgekd.export.runner import ARTIFACT_PRECISION, RunnerConfig
+
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
+#: either runs BF16 dot products in hardware; without them OpenVINO still accepts a bf16 hint on
+#: AVX-512 but emulates it with conversions (slower than f32, and less exact)
+BF16_ISA = ("avx512_bf16", "amx_bf16")
 
 
 @dataclass
@@ -51,6 +56,7 @@ class BenchResult:
     throughput: dict = field(default_factory=dict)
     size_mb: float = 0.0
     threads: int | None = None
+    runs: str | None = None  # the float precision the runtime resolved (Runner.compute_precision)
     details: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -90,8 +96,23 @@ def bench_runner(runner: Any, input_shape: tuple[int, int, int], name: str = "",
         precision=precision, batch=1, p50_ms=float(np.percentile(t, 50)), p90_ms=float(np.percentile(t, 90)),
         p99_ms=float(np.percentile(t, 99)), mean_ms=float(t.mean()), iters=len(t),
         load_seconds=float(getattr(runner, "load_seconds", 0.0)), size_mb=size_mb,
-        threads=info.get("num_threads", getattr(getattr(runner, "cfg", None), "threads", None)), details=info,
+        threads=info.get("num_threads", getattr(getattr(runner, "cfg", None), "threads", None)),
+        runs=getattr(runner, "compute_precision", None), details=info,
     )
+
+
+def time_artifact(path: Path, cfg: BenchConfig, rcfg: RunnerConfig, sample: np.ndarray | None = None) -> BenchResult:
+    """`bench_runner` on an exported artifact: its precision and input size from its metadata,
+    its size from all its files."""
+    from edgekd.export.artifacts import artifact_files
+    from edgekd.export.metadata import read_metadata
+    from edgekd.export.runtimes import open_runner
+
+    md = read_metadata(path)
+    runner = open_runner(path, rcfg)
+    chw = tuple(md.get("input_size") or runner.input_shape[1:])
+    size = sum(f.stat().st_size for f in artifact_files(path)) / 1e6
+    return bench_runner(runner, chw, path.name, str(md.get("precision", "?")), cfg, size_mb=size, sample=sample)
 
 
 @dataclass
@@ -104,8 +125,8 @@ class Throughput:
     seconds: float
 
 
-def measure_throughput(path: str | Path, batch: int, threads: int | None = 2, inference_precision: str | None = "f32",
-                       seconds: float = 6.0) -> Throughput:
+def measure_throughput(path: str | Path, batch: int, threads: int | None = 2,
+                       inference_precision: str | None = ARTIFACT_PRECISION, seconds: float = 6.0) -> Throughput:
     """Images/s the way OpenVINO's benchmark_app measures it: a model compiled for a static
     batch, the THROUGHPUT hint's streams each fed by its own infer request (async queue), run
     for `seconds`. A synchronous loop over a dynamic-batch model keeps one stream busy and
@@ -114,7 +135,6 @@ def measure_throughput(path: str | Path, batch: int, threads: int | None = 2, in
     streams here: static batch, sequential calls."""
     if Path(path).suffix == ".xml":
         return _openvino_throughput(Path(path), batch, threads, inference_precision, seconds)
-    from edgekd.export.runner import RunnerConfig
     from edgekd.export.runtimes import open_runner
 
     r = open_runner(path, RunnerConfig(threads=threads, static_batch=batch, latency=False, inference_precision=inference_precision))
@@ -132,6 +152,8 @@ def measure_throughput(path: str | Path, batch: int, threads: int | None = 2, in
 def _openvino_throughput(path: Path, batch: int, threads: int | None, precision: str | None, seconds: float) -> Throughput:
     import openvino as ov
 
+    from edgekd.export.runtimes import openvino_hint
+
     core = ov.Core()
     model = core.read_model(str(path))
     inp = model.inputs[0]
@@ -141,8 +163,9 @@ def _openvino_throughput(path: Path, batch: int, threads: int | None, precision:
     config: dict[str, Any] = {"PERFORMANCE_HINT": "THROUGHPUT"}
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
-    if precision:
-        config["INFERENCE_PRECISION_HINT"] = precision
+    hint = openvino_hint(model, precision)
+    if hint:
+        config["INFERENCE_PRECISION_HINT"] = hint
     compiled = core.compile_model(model, "CPU", config)
     nreq = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
     queue = ov.AsyncInferQueue(compiled, nreq)
@@ -176,6 +199,12 @@ def cpu_info() -> dict[str, Any]:
         "logical_cores": os.cpu_count(),
         "affinity_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
     }
+
+
+def runs_bf16(isa: dict[str, bool]) -> bool:
+    """Whether a CPU with these ISA flags (`cpu_info()["isa"]`) computes BF16 in hardware: the one
+    place that decides whether a BF16 candidate is worth building and timing here."""
+    return any(isa.get(flag, False) for flag in BF16_ISA)
 
 
 def gpu_info() -> dict[str, Any] | None:

@@ -13,10 +13,15 @@ import json
 from dataclasses import asdict
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgekd.errors import EdgeKDError
 from edgekd.export.options import check_options, option_table, plan_jobs
+from edgekd.export.runner import ARTIFACT_PRECISION, RunnerConfig
 from edgekd.export.targets import PRECISIONS, TARGETS
+
+if TYPE_CHECKING:
+    from edgekd.export.bench import BenchConfig
 
 
 def add_drift_args(ap: argparse.ArgumentParser) -> None:
@@ -39,6 +44,26 @@ def add_check_args(ap: argparse.ArgumentParser) -> None:
     g.add_argument("--strict", action="store_true", help="an INCONCLUSIVE class (too few images to show "
                    "non-inferiority) fails the artifact too")
     g.add_argument("--no-gate", action="store_true", help="skip the per-class gate (overall thresholds only)")
+
+
+def add_operating_point_args(ap: argparse.ArgumentParser) -> None:
+    g = ap.add_argument_group("operating point (a threshold on one positive class)")
+    g.add_argument("--positive-class", metavar="NAME", help="choose a threshold on P(NAME) for --target-sensitivity "
+                   "on held-out validation images (RUN/data/val.json, else the INT8 validation slice; never test), "
+                   "report test sensitivity/specificity at it for PyTorch and every artifact; export stores it in "
+                   "each artifact and `edgekd predict` applies it")
+    g.add_argument("--target-sensitivity", type=float, metavar="S", help="with --positive-class: the validation "
+                   "sensitivity the threshold must reach (default 0.95)")
+
+
+def operating_point_from_args(a: argparse.Namespace):
+    from edgekd.export.operating_point import PointRequest
+
+    if a.positive_class is None:
+        if a.target_sensitivity is not None:
+            raise EdgeKDError("--target-sensitivity needs a class to threshold; fix: add --positive-class NAME")
+        return None
+    return PointRequest(a.positive_class, 0.95 if a.target_sensitivity is None else a.target_sensitivity)
 
 
 def thresholds_from_args(a: argparse.Namespace):
@@ -64,7 +89,7 @@ def export_parser() -> argparse.ArgumentParser:
                                  "split, time it, write a report.")
     ap.add_argument("--run", type=Path, help="trainer run directory (or a .safetensors with its .json sidecar)")
     ap.add_argument("--target", default="all", help=f"one of {', '.join(TARGETS)}, a comma list (onnx,openvino) or all")
-    defaults = "; ".join(f"{name}: {'+'.join(t.default_precisions)}" for name, t in TARGETS.items())
+    defaults = "; ".join(f"{name}: {'+'.join(t.planned_precisions())}" for name, t in TARGETS.items())
     ap.add_argument("--precision", default=None, choices=[*PRECISIONS, "all"],
                     help=f"default: the target's usual set ({defaults})")
     ap.add_argument("--data", type=Path, help="test manifest JSON or dataset folder (default: RUN/data/test.json)")
@@ -82,6 +107,7 @@ def export_parser() -> argparse.ArgumentParser:
     ap.add_argument("--batch-size", type=int, default=32, help="verify batch (the last one may be partial)")
     ap.add_argument("--bench-iters", type=int, default=50)
     add_check_args(ap)
+    add_operating_point_args(ap)
     g = ap.add_argument_group("target options", "each applies only to the targets and precisions in brackets")
     for name, use in option_table().items():
         o = use.option
@@ -113,7 +139,7 @@ def export_main(argv: list[str]) -> int:
         run=a.run, target=a.target, precision=a.precision, out=a.out, data=a.data, options=options,
         accuracy_control=not a.no_accuracy_control, verify=not a.no_verify, bench=not a.no_bench, thresholds=thresholds,
         drift_images=a.drift_images, threads=a.threads, batch_size=a.batch_size, bench_iters=a.bench_iters,
-        opset=a.opset, overwrite=a.overwrite, command=command_line(argv),
+        opset=a.opset, overwrite=a.overwrite, operating_point=operating_point_from_args(a), command=command_line(argv),
     )
     return run_export(req).exit_code
 
@@ -129,21 +155,25 @@ def verify_main(argv: list[str]) -> int:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--json", type=Path, help="also write the results as JSON")
     add_check_args(ap)
+    add_operating_point_args(ap)
     a = ap.parse_args(argv)
-    from edgekd.export.batches import iter_batches, manifest_items
-    from edgekd.export.metadata import read_metadata
+    from edgekd.export.batches import iter_batches, manifest_attributes, manifest_items
+    from edgekd.export.metadata import operating_point, read_metadata
+    from edgekd.export.operating_point import verify_point
     from edgekd.export.report import ReportRow, print_table
-    from edgekd.export.runner import RunnerConfig
-    from edgekd.export.runtimes import open_runner
+    from edgekd.export.runtimes import open_to_verify
     from edgekd.export.source import TorchRunner, resolve_run
-    from edgekd.export.verify import verify
+    from edgekd.export.verify import operating_point_markdown, verify
 
     thresholds = thresholds_from_args(a)
+    point_request = operating_point_from_args(a)
     src = resolve_run(a.run)
+    if point_request is not None:
+        point_request.check(src.meta.classes)
     data = a.data or src.test_manifest
     if data is None:
         raise EdgeKDError(f"no test manifest in {a.run}; pass --data")
-    arts = {}
+    arts, carried = {}, set()
     for p in a.artifacts:
         if not p.exists():
             raise EdgeKDError(f"{p}: no such artifact")
@@ -151,10 +181,14 @@ def verify_main(argv: list[str]) -> int:
         if md.get("weights_sha256") and src.meta.weights_sha256 and md["weights_sha256"] != src.meta.weights_sha256:
             raise EdgeKDError(f"{p} was exported from other weights (sha256 {md['weights_sha256'][:12]}..., the run's "
                               f"{src.meta.weights_sha256[:12]}...); verify it against the run it came from")
-        arts[str(p)] = (open_runner(p, RunnerConfig(threads=a.threads)), str(md.get("precision", "unknown")))
+        arts[str(p)] = open_to_verify(p, str(md.get("precision", "unknown")), RunnerConfig(threads=a.threads))
+        carried |= {operating_point(md)} - {None}
     items = manifest_items(data, src.meta.classes)
-    results = verify(arts, TorchRunner(src.weights, a.threads), iter_batches(items, src.meta.preprocess, a.batch_size),
-                     thresholds, drift_images=a.drift_images, classes=src.meta.classes)
+    reference = TorchRunner(src.weights, a.threads)
+    chosen = verify_point(point_request, carried, src, reference, a.batch_size)
+    results = verify(arts, reference, iter_batches(items, src.meta.preprocess, a.batch_size), thresholds,
+                     drift_images=a.drift_images, classes=src.meta.classes,
+                     operating_point=chosen.point if chosen else None, attributes=manifest_attributes(data))
     rows = [ReportRow(Path(r.name).name, Path(r.name).suffix, r.precision, accuracy=r.accuracy, drop_pt=r.drop_pt,
                       agreement_pct=r.agreement_pct, max_abs_diff=r.max_abs_diff, mean_kl=r.mean_kl,
                       map_rank_corr=r.map_rank_corr, passed=r.passed,
@@ -163,6 +197,10 @@ def verify_main(argv: list[str]) -> int:
     for r in results:
         if r.gate is not None:
             print(f"\n{r.name}: {r.gate.to_markdown([p for p, _ in items])}")
+        if r.subgroups is not None:
+            print(f"\n{r.name}: {r.subgroups.to_markdown()}")
+    if chosen is not None:
+        print("\n" + operating_point_markdown(chosen.point, chosen.validation, results))
     if a.json:
         a.json.write_text(json.dumps([r.to_dict() for r in results], indent=2))
     bad = [r for r in results if not r.passed]
@@ -194,7 +232,10 @@ def bench_main(argv: list[str]) -> int:
     """Torch-free: runs on a box with only `edgekd[runtime]`."""
     ap = argparse.ArgumentParser(prog="edgekd bench", description="Time artifacts on this machine (batch-1 latency "
                                  "percentiles, load time, throughput, size, CPU/ISA, runtime versions).")
-    ap.add_argument("artifacts", nargs="+", type=Path)
+    ap.add_argument("artifacts", nargs="*", type=Path)
+    ap.add_argument("--pick", type=Path, metavar="EXPORT_DIR", help="re-time every verified candidate of an export "
+                    "folder on this box (batch 1) and name this box's deployment pick; writes "
+                    "EXPORT_DIR/bench-<hostname>.json and .md")
     ap.add_argument("--data", type=Path, help="manifest or folder: time on a real preprocessed image (default random)")
     ap.add_argument("--threads", type=int, default=2, help="0 = the runtime's default")
     ap.add_argument("--warmup", type=int, default=10)
@@ -202,42 +243,48 @@ def bench_main(argv: list[str]) -> int:
     ap.add_argument("--throughput-batch", type=int, default=32, help="0 = skip")
     ap.add_argument("--throughput-seconds", type=float, default=6.0,
                     help="throughput run length (static-batch compile, THROUGHPUT-hint streams, like benchmark_app -t)")
-    ap.add_argument("--openvino-precision", default="f32", choices=["f32", "bf16", "f16", "default"],
-                    help="OpenVINO INFERENCE_PRECISION_HINT (default f32; 'default' = the device's choice, bf16 on AVX-512 BF16/AMX)")
+    ap.add_argument("--openvino-precision", default=ARTIFACT_PRECISION,
+                    choices=[ARTIFACT_PRECISION, "f32", "bf16", "f16", "default"],
+                    help="OpenVINO INFERENCE_PRECISION_HINT (default: the one the IR's precision asks for: bf16 for "
+                    "bf16, f16 for fp16 (f32 on a CPU without FP16 arithmetic), f32 for fp32 and int8; 'default' = "
+                    "the device's choice, bf16 on AVX-512 BF16/AMX)")
     ap.add_argument("--dynamic", action="store_true", help="time the dynamic-batch model as is (default: compile for batch 1)")
     ap.add_argument("--json", type=Path, help="write machine + results JSON here")
     ap.add_argument("--allow-unverified", action="store_true", help="time an artifact that did not pass verify")
     a = ap.parse_args(argv)
-    from edgekd.export.artifacts import artifact_files
-    from edgekd.export.publish import require_verified
-    from edgekd.export.bench import BenchConfig, bench_runner, machine_info, measure_throughput
-    from edgekd.export.metadata import preprocess_dict, read_metadata
-    from edgekd.export.runner import RunnerConfig
-    from edgekd.export.runtimes import open_runner
+    from edgekd.export.bench import BenchConfig
 
-    machine = machine_info()
     cfg = BenchConfig(warmup=a.warmup, iters=a.iters)
     ovp = None if a.openvino_precision == "default" else a.openvino_precision
+    rcfg = RunnerConfig(threads=a.threads or None, static_batch=None if a.dynamic else 1, inference_precision=ovp)
+    if a.pick is not None:
+        return _bench_pick(a, cfg, rcfg)
+    if not a.artifacts:
+        raise EdgeKDError("nothing to time; fix: pass artifacts (edgekd bench OUT/openvino/model.int8.xml) or an export "
+                          "folder (edgekd bench --pick OUT)")
+    return _bench_artifacts(a, cfg, rcfg)
+
+
+def _bench_artifacts(a: argparse.Namespace, cfg: BenchConfig, rcfg: RunnerConfig) -> int:
+    from edgekd.export.bench import machine_info, measure_throughput, time_artifact
+    from edgekd.export.metadata import preprocess_dict, read_metadata
+    from edgekd.export.publish import require_verified
+
+    machine = machine_info()
     results = []
     for p in a.artifacts:
         if not p.exists():
             raise EdgeKDError(f"{p}: no such artifact")
         require_verified(p, a.allow_unverified)
-        md = read_metadata(p)
-        chw = tuple(md.get("input_size") or ())
-        rcfg = RunnerConfig(threads=a.threads or None, static_batch=None if a.dynamic else 1, inference_precision=ovp)
-        runner = open_runner(p, rcfg)
-        if not chw:
-            chw = tuple(runner.input_shape[1:])
         sample = None
         if a.data:
             from edgekd.export.batches import iter_batches, manifest_items
 
-            sample = next(iter_batches(manifest_items(a.data)[:1], preprocess_dict(md)))[0][0]
-        size = sum(f.stat().st_size for f in artifact_files(p)) / 1e6
-        r = bench_runner(runner, chw, p.name, str(md.get("precision", "?")), cfg, size_mb=size, sample=sample)
+            sample = next(iter_batches(manifest_items(a.data)[:1], preprocess_dict(read_metadata(p))))[0][0]
+        r = time_artifact(p, cfg, rcfg, sample)
         if a.throughput_batch:
-            tp = measure_throughput(p, a.throughput_batch, a.threads or None, ovp, a.throughput_seconds)
+            tp = measure_throughput(p, a.throughput_batch, a.threads or None, rcfg.inference_precision,
+                                    a.throughput_seconds)
             r.throughput_batch, r.throughput_ips, r.throughput = tp.batch, tp.ips, asdict(tp)
         results.append(r)
     _print_bench(results, machine)
@@ -247,16 +294,41 @@ def bench_main(argv: list[str]) -> int:
     return 0
 
 
+def _bench_pick(a: argparse.Namespace, cfg: BenchConfig, rcfg: RunnerConfig) -> int:
+    """`edgekd bench --pick EXPORT_DIR`: this box's timing of the verified candidates, and its pick
+    (exit 1 when none qualifies). Batch 1 at the precision each was verified at: the pick's rule."""
+    from edgekd.export.pick import repick, write_repick
+
+    given = {"artifacts": a.artifacts, "--data": a.data, "--json": a.json, "--allow-unverified": a.allow_unverified,
+             "--openvino-precision": a.openvino_precision != ARTIFACT_PRECISION}
+    clash = [flag for flag, value in given.items() if value]
+    if clash:
+        raise EdgeKDError(f"--pick does not take {', '.join(clash)}: it times every verified candidate of the folder "
+                          "at its own precision and writes EXPORT_DIR/bench-<hostname>.json; fix: drop them")
+    if not a.pick.is_dir():
+        raise EdgeKDError(f"--pick {a.pick}: no such folder; fix: pass the folder `edgekd export` wrote (its --out)")
+    rp = repick(a.pick, cfg, rcfg)
+    _print_bench(rp.results, rp.machine)
+    for path, why in rp.not_timed.items():
+        print(f"not timed: {path}: {why}")
+    js, md = write_repick(rp)
+    print(f"bench: {js}, {md}")
+    print(f"deployment pick on this box: {rp.headline}")
+    return 0 if rp.pick else 1
+
+
 def _print_bench(results: list, machine: dict) -> None:
     from rich.console import Console
     from rich.table import Table
+
+    from edgekd.export.runtimes import precision_label
 
     isa = ", ".join(k for k, v in machine["isa"].items() if v) or "none"
     t = Table(title=f"edgekd bench: {machine['cpu_model']} ({machine['affinity_cores']} cores; {isa})")
     for h in ("artifact", "runtime", "precision", "threads", "load s", "p50 ms", "p90 ms", "p99 ms", "img/s @batch", "size MB"):
         t.add_column(h)
     for r in results:
-        t.add_row(r.name, r.runtime, r.precision, str(r.threads), f"{r.load_seconds:.2f}", f"{r.p50_ms:.2f}",
+        t.add_row(r.name, r.runtime, precision_label(r.precision, runs=r.runs), str(r.threads), f"{r.load_seconds:.2f}", f"{r.p50_ms:.2f}",
                   f"{r.p90_ms:.2f}", f"{r.p99_ms:.2f}", f"{r.throughput_ips:.1f} @{r.throughput_batch}" if r.throughput_batch else "-",
                   f"{r.size_mb:.2f}")
     Console(width=None if sys.stdout.isatty() else 200).print(t)

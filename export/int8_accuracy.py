@@ -29,6 +29,12 @@ if TYPE_CHECKING:
 
 CONFIDENCE = 0.95
 
+#: the most of its Conv/MatMul/Gemm MACs an INT8 artifact may keep float. A search that needs more
+#: stops and says PTQ cannot pass: reverting everything "passes" by shipping the float model in an
+#: INT8 file (benchmarks/results/quickstart_preset_export.md); quantization-aware training
+#: (`edgekd.export.qat`) is the way on from there.
+MAX_FLOAT_MACS = 0.10
+
 
 def wilson_lower(k: int, n: int, confidence: float = CONFIDENCE) -> float:
     """One-sided Wilson score lower bound of a binomial rate k/n (in [0, 1])."""
@@ -190,6 +196,7 @@ class AccuracySearch:
     target: AccuracyTarget  # what the certification half had to show
     latency_all_int8_ms: float  # batch-1 latency of the first candidate and of the shipped one
     latency_ms: float  # (`paired_batch1_ms`): what the float nodes cost
+    over_budget: str | None = None  # why the search stopped before the target: its next try keeps > MAX_FLOAT_MACS float
 
     @property
     def shipped(self) -> SearchTry:

@@ -115,6 +115,25 @@ def ort_int8_share(path: str | Path) -> Int8Share:
                                   for part in _ort_kernel_macs(nodes[name], args, shapes)))
 
 
+def onnx_node_macs(model: Any) -> dict[str, int]:
+    """Batch-1 MACs of each Conv/MatMul/Gemm node of a float `onnx.ModelProto` (standard ops, so
+    ONNX shape inference types every tensor): what the INT8 search weighs a node it keeps float by."""
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    g = inferred.graph
+    shapes = {i.name: list(i.dims) for i in g.initializer}
+    for vi in [*g.input, *g.value_info, *g.output]:
+        shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else 1 for d in vi.type.tensor_type.shape.dim]
+
+    def args(node: Any) -> dict[str, Any]:
+        return {"op_name": node.op_type, "input_type_shape": [{"float": shapes[node.input[0]]}],
+                "output_type_shape": [{"float": shapes[node.output[0]]}]}
+
+    return {n.name: sum(m for _, _, m in _ort_kernel_macs(n, args(n), shapes))
+            for n in g.node if n.op_type in ("Conv", "MatMul", "Gemm")}
+
+
 def _ort_run_profiled(path: Path, workdir: Path) -> tuple[Path, list[tuple[str, dict[str, Any]]]]:
     """(optimized model, [(node name, profiler args)] of every kernel run) for one batch-1 run."""
     import numpy as np

@@ -5,7 +5,8 @@ class names, input size, mean/std, interpolation and which weights it came from.
 them in `metadata_props`, OpenVINO IR in `rt_info` under `edgekd`, TensorRT in the engine
 sidecar JSON. Values are JSON strings under the same keys everywhere. Torch-free and
 `onnx`-free at read time (ONNX Runtime reads ONNX metadata), so `predict` works on a
-runtime-only install.
+runtime-only install. `operating_point` is present only when the export chose one
+(`--positive-class`, export/operating_point.py).
 """
 
 from __future__ import annotations
@@ -14,13 +15,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+from edgekd.errors import EdgeKDError
 from edgekd.export.runner import check_artifact_path, readable_artifact
 from edgekd.shared.card import StudentCard
+from edgekd.shared.clinical.operating_point import OperatingPoint
 
 #: the keys every artifact carries (prefix `edgekd.` in ONNX, `rt_info["edgekd"][key]` in IR)
 KEYS = (
     "classes", "input_size", "mean", "std", "interpolation", "crop_pct",
     "architecture", "edgekd_version", "weights_sha256", "precision", "input_name", "output_name", "temperature",
+    "operating_point",
 )
 ONNX_PREFIX = "edgekd."
 
@@ -59,6 +63,17 @@ def preprocess_dict(md: dict[str, Any]) -> dict[str, Any]:
     return {k: md[k] for k in ("input_size", "mean", "std", "interpolation", "crop_pct")}
 
 
+def operating_point(md: dict[str, Any]) -> OperatingPoint | None:
+    """The threshold the artifact carries (None: exported without `--positive-class`)."""
+    if md.get("operating_point") is None:
+        return None
+    point = OperatingPoint.from_dict(md["operating_point"])
+    if md["classes"][point.index] != point.positive_class:
+        raise EdgeKDError(f"the artifact's operating point names {point.positive_class!r} but its class "
+                          f"{point.index} is {md['classes'][point.index]!r}; fix: re-export it with --positive-class")
+    return point
+
+
 def encode(md: dict[str, Any]) -> dict[str, str]:
     return {k: json.dumps(v) for k, v in md.items()}
 
@@ -83,6 +98,17 @@ def set_onnx_metadata(model: Any, md: dict[str, Any]) -> None:
         p.key, p.value = ONNX_PREFIX + k, v
     model.producer_name = "edgekd"
     model.producer_version = str(md.get("edgekd_version", ""))
+
+
+def update_onnx_metadata(path: Path, changes: dict[str, Any]) -> None:
+    """Add or replace keys of a saved ONNX's edgekd metadata in place (what export decides after the ONNX
+    is written, like the operating point)."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    old = decode({p.key[len(ONNX_PREFIX):]: p.value for p in proto.metadata_props if p.key.startswith(ONNX_PREFIX)})
+    set_onnx_metadata(proto, {**old, **changes})
+    onnx.save(proto, str(path))
 
 
 def set_openvino_metadata(model: Any, md: dict[str, Any]) -> None:

@@ -6,7 +6,9 @@ OpenVINO model: NNCF's torch backend compiles a C++ extension on first use (minu
 killed build leaves a lock that hangs later runs). ViTs need `ModelType.TRANSFORMER`, which
 keeps LayerNorm/Softmax/GELU in float and uses the transformer-aware scheme (without it ViT
 agreement collapsed when this was chosen; that run is not recorded in benchmarks/results). FP16-compressed IR halves the file; on CPU
-it computes in the runtime's inference precision (f32 or bf16) like the FP32 IR.
+it computes in the inference precision the runtime resolves (f16 where the CPU has FP16 arithmetic, else
+f32), which the runner reads back. A BF16 IR keeps FP32 weights (one rounding, by the runtime, not
+two via f16) and differs from the FP32 IR only in the precision its metadata names.
 """
 
 from __future__ import annotations
@@ -121,6 +123,7 @@ def quantize_accuracy_aware(model: Any, calib: CalibrationSet, val: "ValidationS
     failed certification the search goal rises by the shortfall (twice at most). The report lists
     the compute ops accuracy control left in float, every try and the batch-1 latency of both."""
     from edgekd.export.int8_accuracy import paired_batch1_ms, score_predict, search_and_check
+    from edgekd.export.progress import search_try
 
     cfg = cfg or OpenVINOQuantConfig()
     search, goal, check, pass_check = search_and_check(val, target)
@@ -132,6 +135,7 @@ def quantize_accuracy_aware(model: Any, calib: CalibrationSet, val: "ValidationS
         s, c = score_predict(predict, search), score_predict(predict, check)
         method = "nncf.quantize" if attempt == 0 else "nncf.quantize_with_accuracy_control"
         tries.append(SearchTry(method, goal.min_agreement_pct, s, c))
+        search_try(tries)  # one console line per candidate: the search is the long part
         certified, stuck = s.meets(goal) and c.meets(pass_check), s.meets(goal) and goal.min_agreement_pct >= 100
         if certified or stuck or attempt == 3:
             break

@@ -61,7 +61,7 @@ def plan_jobs(target: str, precision: str | None) -> list[Job]:
     if not names:
         raise EdgeKDError("--target is empty; choose one or a comma list of " + ", ".join(TARGETS) + ", or all")
     if "all" in names:
-        jobs = [Job(t, p) for t, spec in TARGETS.items() for p in spec.default_precisions]
+        jobs = [Job(t, p) for t, spec in TARGETS.items() for p in spec.planned_precisions()]
         return jobs if precision in (None, "all") else [j for j in jobs if j.precision == precision]
     return [j for t in TARGETS if t in names for j in _target_jobs(t, precision)]
 
@@ -69,7 +69,7 @@ def plan_jobs(target: str, precision: str | None) -> list[Job]:
 def _target_jobs(target: str, precision: str | None) -> list[Job]:
     spec = TARGETS[target]
     if precision is None:
-        return [Job(target, p) for p in spec.default_precisions]
+        return [Job(target, p) for p in spec.planned_precisions()]
     if precision == "all":
         return [Job(target, p) for p in spec.precisions]
     if precision not in spec.precisions:

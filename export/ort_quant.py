@@ -21,7 +21,7 @@ import numpy as np
 
 from edgekd.export import metadata as md_mod
 from edgekd.export.calibration import CalibrationSet
-from edgekd.export.int8_accuracy import AccuracySearch, QuantReport, SearchTry
+from edgekd.export.int8_accuracy import MAX_FLOAT_MACS, AccuracySearch, QuantReport, SearchTry
 
 if TYPE_CHECKING:
     from edgekd.export.int8_accuracy import AccuracyTarget, ValidationSet
@@ -40,9 +40,11 @@ ACTIVATION_MATMUL = "ActivationMatMul"
 KEEP_FLOAT_BY_FAMILY: dict[str, tuple[str, ...]] = {
     "vit": ("LayerNormalization", "Gelu", "Erf", "Softmax", ACTIVATION_MATMUL),
     "convnext": ("LayerNormalization",),
-    # EfficientNet-Lite0: the stem and depthwise convs in float recover most of the agreement
-    # that all-INT8 loses (benchmarks/results/lite0_int8_keep_float.md).
-    "efficientnet": ("conv_stem", "conv_dw"),
+    # EfficientNet-Lite0: the stem in float (a few % of the MACs, and the most sensitive conv,
+    # benchmarks/results/lite0_int8_keep_float.md). Not the depthwise convs too: they are more
+    # than the float budget (`MAX_FLOAT_MACS`) of Lite0's compute (benchmarks/results/int8_qat.md);
+    # the accuracy search or QAT recovers the agreement instead.
+    "efficientnet": ("conv_stem",),
     "cnn": (),
 }
 
@@ -77,6 +79,9 @@ class OrtQuantConfig:
     keep_float: tuple[str, ...] | None = None  # None = per-architecture default
     exclude_nodes: tuple[str, ...] = ()  # exact node names kept float (the accuracy-aware search's picks)
     transformer_fusions: str = "none"  # one of FUSION_MODES
+    # NNCF's fast bias correction before ORT's quantizer (`nncf_bias_correct`). Off: on the quickstart
+    # Lite0 it did not raise agreement (benchmarks/results/int8_qat.md)
+    bias_correction: bool = False
     calib_batch: int = 16
     extra: dict = field(default_factory=dict)
 
@@ -189,6 +194,51 @@ def prepare_float(src: Path, dst: Path, architecture: str, cfg: OrtQuantConfig) 
     return [f"{k} x{v}" for k, v in opt.get_fused_operator_statistics().items() if v]
 
 
+def nncf_ort_kwargs(architecture: str) -> dict[str, Any]:
+    """NNCF quantization arguments in a scheme ONNX Runtime's kernels run: per-tensor activations
+    (NNCF's CPU scheme quantizes a depthwise conv's input per channel, which ORT cannot fuse into
+    QLinearConv); ViTs get NNCF's transformer scheme."""
+    import nncf
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, QuantizationParameters
+
+    kw: dict[str, Any] = {"advanced_parameters": AdvancedQuantizationParameters(
+        activations_quantization_params=QuantizationParameters(per_channel=False))}
+    if arch_family(architecture) == "vit":
+        kw["model_type"] = nncf.ModelType.TRANSFORMER
+    return kw
+
+
+def nncf_bias_correct(model: Any, calib: CalibrationSet, architecture: str, float_nodes: list[str]) -> int:
+    """Write NNCF's fast-bias-corrected Conv/Gemm biases into the float onnx.ModelProto `model`, in place.
+
+    Why: ORT's quantize_static rounds weights and activations without correcting the mean shift
+    that rounding puts on each output channel; NNCF's PTQ does (fast bias correction, on by
+    default). NNCF quantizes a copy with the same calibration images (`float_nodes` ignored, as
+    ORT will keep them float); its Q/DQ graph runs slowly in ORT, so only the corrected bias
+    initializers (updated in place under their own names) are taken, into the Q/DQ-free float
+    graph ORT's quantizer then starts from. Returns how many biases changed.
+    """
+    import copy
+
+    import nncf
+    from onnx import numpy_helper
+
+    name = model.graph.input[0].name
+    data = nncf.Dataset([{name: calib.x[i : i + 1]} for i in range(len(calib))])
+    corrected = nncf.quantize(copy.deepcopy(model), data, subset_size=len(calib), fast_bias_correction=True,
+                              ignored_scope=nncf.IgnoredScope(names=float_nodes, validate=False),
+                              **nncf_ort_kwargs(architecture))
+    new = {i.name: i for i in corrected.graph.initializer}
+    biases = {n.input[2] for n in model.graph.node if n.op_type in ("Conv", "Gemm") and len(n.input) > 2}
+    changed = 0
+    for init in model.graph.initializer:
+        if init.name in biases and init.name in new:
+            b = numpy_helper.to_array(new[init.name])
+            changed += not np.array_equal(b, numpy_helper.to_array(init))
+            init.CopyFrom(numpy_helper.from_array(b, init.name))
+    return changed
+
+
 def quantize_onnx(src: Path, dst: Path, calib: CalibrationSet, architecture: str,
                   cfg: OrtQuantConfig | None = None) -> QuantReport:
     """Static INT8 quantization of `src` into `dst`; returns what was done (for the report)."""
@@ -200,6 +250,9 @@ def quantize_onnx(src: Path, dst: Path, calib: CalibrationSet, architecture: str
     fusions = prepare_float(src, pre, architecture, cfg)
     proto = onnx.load(str(pre))
     excluded, kept_types, op_types = _plan(proto, architecture, cfg)
+    corrected = nncf_bias_correct(proto, calib, architecture, excluded) if cfg.bias_correction else None
+    if corrected is not None:
+        onnx.save(proto, str(pre))
     input_name = proto.graph.input[0].name
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[cfg.calib_method]
@@ -224,7 +277,8 @@ def quantize_onnx(src: Path, dst: Path, calib: CalibrationSet, architecture: str
     weights = "s8 per-channel" if cfg.per_channel else "s8 per-tensor"
     return QuantReport(
         scheme=(f"ORT static {cfg.quant_format} {'s8' if s8_act else 'u8'}/{weights}"
-                f"{', reduce_range' if cfg.reduce_range else ''}, {cfg.calib_method}"),
+                f"{', reduce_range' if cfg.reduce_range else ''}, {cfg.calib_method}"
+                f"{'' if corrected is None else f', NNCF fast bias correction ({corrected} biases)'}"),
         calib_images=len(calib), float_nodes=excluded,
         compute_nodes=sum(n.op_type in cfg.op_types for n in proto.graph.node),
         float_compute_nodes=sum(n.op_type in cfg.op_types and n.name in excluded for n in proto.graph.node),
@@ -291,16 +345,29 @@ def search_schedule(n: int) -> list[int]:
     return ks + [n] if n else []
 
 
+def float_macs_share(pre: Any, float_nodes: list[str]) -> float:
+    """The share of a float graph's Conv/MatMul/Gemm MACs in `float_nodes` (batch 1)."""
+    from edgekd.export.int8_share import onnx_node_macs
+
+    macs = onnx_node_macs(pre)
+    return sum(macs.get(n, 0) for n in set(float_nodes)) / max(sum(macs.values()), 1)
+
+
 def quantize_accuracy_aware(src: Path, dst: Path, calib: CalibrationSet, val: "ValidationSet", architecture: str,
-                            cfg: OrtQuantConfig, target: "AccuracyTarget", threads: int = 2) -> QuantReport:
+                            cfg: OrtQuantConfig, target: "AccuracyTarget", threads: int = 2,
+                            max_float_macs: float = MAX_FLOAT_MACS) -> QuantReport:
     """Quantize; while the candidate misses `target` on the search half of the validation slice
     or fails certification on the other half, revert more of the most sensitive nodes to float
-    (1, 2, 4, ... by `rank_sensitivity`). The report lists the nodes kept float, every try and
-    the batch-1 latency of the first candidate vs the result."""
+    (1, 2, 4, ... by `rank_sensitivity`), but never more than `max_float_macs` of the compute:
+    a try past it is not made, and the report says why (`AccuracySearch.over_budget`). The report
+    lists the nodes kept float, every try and the batch-1 latency of the first candidate vs the result."""
     import shutil
     import tempfile
 
+    import onnx
+
     from edgekd.export.int8_accuracy import paired_batch1_ms, score_predict, search_and_check
+    from edgekd.export.progress import search_try
     from edgekd.export.runner import RunnerConfig
     from edgekd.export.runtimes import open_runner
 
@@ -312,23 +379,33 @@ def quantize_accuracy_aware(src: Path, dst: Path, calib: CalibrationSet, val: "V
         predict = open_runner(dst, RunnerConfig(threads=threads)).predict
         s, ch = score_predict(predict, search), score_predict(predict, check)
         tries.append(SearchTry(f"{k} most sensitive nodes float", goal.min_agreement_pct, s, ch))
+        search_try(tries)  # one console line per candidate: the search is the long part
         return report, s.meets(goal) and ch.meets(pass_check)
 
     def runner(path: Path) -> Any:
         return open_runner(path, RunnerConfig(threads=threads, static_batch=1)).predict
 
     report, ok = trial(cfg, 0)
+    over_budget = None
     with tempfile.TemporaryDirectory() as d:
         all_int8 = Path(d) / "all_int8.onnx"
         shutil.copy(dst, all_int8)
         if not ok:
             ranked = rank_sensitivity(src, calib, architecture, cfg, search.x[:32], Path(d))
+            pre = onnx.load(str(Path(d) / "rank.pre.onnx"))
             for k in search_schedule(len(ranked)):
-                report, ok = trial(replace(cfg, exclude_nodes=tuple(n for n, _ in ranked[:k])), k)
+                c = replace(cfg, exclude_nodes=tuple(n for n, _ in ranked[:k]))
+                share = float_macs_share(pre, _plan(pre, architecture, c)[0])
+                if share > max_float_macs:
+                    over_budget = (f"PTQ cannot pass within the float budget: the next try ({k} nodes float) keeps "
+                                   f"{share:.1%} of the MACs float, more than {max_float_macs:.0%}")
+                    break
+                report, ok = trial(c, k)
                 if ok:
                     break
         lat_all, lat = paired_batch1_ms(runner(all_int8), runner(dst), val.x[:1])
-    return replace(report, search=AccuracySearch(tries, len(search), len(check), pass_check, lat_all, lat))
+    search_report = AccuracySearch(tries, len(search), len(check), pass_check, lat_all, lat, over_budget)
+    return replace(report, search=search_report)
 
 
 def count_qdq_pairs(path: Path) -> tuple[int, int]:

@@ -4,7 +4,10 @@ Why: this is the clinic-side path. Preprocessing comes from the metadata INSIDE 
 (input size, mean/std, interpolation), so it cannot drift from what the model was trained
 with. `edgekd predict ARTIFACT IMAGE_OR_FOLDER_OR_GLOB...` takes what a clinic has (files,
 folders searched recursively, globs, DICOM series: a folder of slices, with or without a
-.dcm suffix), prints one JSON line per image or writes `--out results.csv|.json`.
+.dcm suffix), prints one JSON line per image or writes `--out results.csv|.json`. An artifact
+exported with `--positive-class` carries a threshold on that class; each result then also says
+whether the image is called positive (`"call": "COVID: POSITIVE (p=0.93 >= threshold 0.41)"`),
+which can differ from the top class: the threshold trades specificity for sensitivity.
 """
 
 from __future__ import annotations
@@ -21,11 +24,12 @@ import numpy as np
 from tqdm import tqdm
 
 from edgekd.errors import EdgeKDError
+from edgekd.shared.clinical.operating_point import OperatingPoint, apply_threshold
 from edgekd.shared.inputs import expand_images
 from edgekd.shared.preprocess import PreprocessConfig
 from edgekd.shared.probs import softmax
 from edgekd.export.batches import load_batch
-from edgekd.export.metadata import preprocess_dict, read_metadata
+from edgekd.export.metadata import operating_point, preprocess_dict, read_metadata
 from edgekd.export.publish import require_verified
 from edgekd.export.runner import Runner, RunnerConfig
 from edgekd.export.runtimes import open_runner
@@ -41,6 +45,7 @@ class Classifier:
         self.classes: list[str] = list(self.metadata["classes"])
         self.preprocess_dict = preprocess_dict(self.metadata)
         self.pp = PreprocessConfig.from_dict(self.preprocess_dict)
+        self.point: OperatingPoint | None = operating_point(self.metadata)
 
     def preprocess(self, paths: list[str]) -> np.ndarray:
         return load_batch(paths, self.preprocess_dict)
@@ -61,8 +66,17 @@ class Classifier:
                     continue
                 top = np.argsort(-row)[:top_k]
                 pred.results.append({"path": path, "class": self.classes[top[0]], "prob": float(row[top[0]]),
+                                     **(self.call(row) if self.point else {}),
                                      "top": [{"class": self.classes[j], "prob": float(row[j])} for j in top]})
         return pred
+
+    def call(self, row: np.ndarray) -> dict[str, Any]:
+        """The operating point's verdict on one image's probabilities."""
+        op = self.point
+        positive, p = bool(apply_threshold(row[None], op)[0]), float(row[op.index])
+        text = (f"{op.positive_class}: POSITIVE (p={p:.3g} >= threshold {op.threshold:.3g})" if positive else
+                f"{op.positive_class}: NEGATIVE (p={p:.3g} < threshold {op.threshold:.3g})")
+        return {"positive": positive, "call": text}
 
     def _load(self, chunk: list[str], unreadable: list[tuple[str, str]]) -> tuple[list[str], np.ndarray | None]:
         """The batch, or on a decoding error the readable images of it (the rest go to `unreadable`)."""
@@ -88,18 +102,20 @@ class Prediction:
 
 
 def write_results(results: list[dict[str, Any]], out: Path) -> None:
-    """`.json`: the list as is; `.csv`: path, class, prob, then class_k/prob_k per top-k rank."""
+    """`.json`: the list as is; `.csv`: path, class, prob, (positive, call with an operating point,) then
+    class_k/prob_k per top-k rank."""
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".json":
         out.write_text(json.dumps(results, indent=2) + "\n")
         return
     k = max(len(r["top"]) for r in results)
-    header = ["path", "class", "prob"] + [f"{w}_{i + 1}" for i in range(k) for w in ("class", "prob")]
+    called = [c for c in ("positive", "call") if c in results[0]]
+    header = ["path", "class", "prob", *called] + [f"{w}_{i + 1}" for i in range(k) for w in ("class", "prob")]
     with out.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(header)
         for r in results:
-            w.writerow([r["path"], r["class"], f"{r['prob']:.6f}"] +
+            w.writerow([r["path"], r["class"], f"{r['prob']:.6f}", *(r[c] for c in called)] +
                        [v for t in r["top"] for v in (t["class"], f"{t['prob']:.6f}")])
 
 
@@ -139,8 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     clf = Classifier(a.artifact, RunnerConfig(threads=a.threads))
     t = float(clf.metadata.get("temperature", 1.0))  # artifacts exported before calibration have no key
     probs = f"calibrated (T={t:.2f})" if t != 1.0 else "uncalibrated (T=1)"
+    op = clf.point
+    point = (f"; operating point {op.positive_class} >= {op.threshold:.3g} (sensitivity {op.val_sensitivity:.3f}, "
+             f"specificity {op.val_specificity:.3f} on validation)" if op else "")
     print(f"{a.artifact.name}: verify {status.upper()}" + ("" if status == "pass" else " (--allow-unverified)")
-          + f"; probabilities {probs}", file=sys.stderr)
+          + f"; probabilities {probs}{point}", file=sys.stderr)
     pred = clf.predict_paths(paths, batch_size=a.batch_size, top_k=a.top_k, progress=True)
     if a.out is None:
         for r in pred.results:

@@ -5,7 +5,8 @@ Why: an INT8 accuracy-control search writes candidates that fail; a killed expor
 one at `OUT/onnx/model.int8.onnx`, and `edgekd predict` used it. Now a final path holds either
 the previous export's verified artifact or the new one, never a candidate. An artifact that
 failed verify goes to `OUT/failed/` with its reasons; `predict` and `bench` read the marker and
-refuse anything that is not marked verified unless `--allow-unverified`. Torch-free.
+refuse anything that is not marked verified unless `--allow-unverified`. `OUT/deploy/` holds a
+copy of the deployment pick (`edgekd.export.pick`) with its marker and the student's card. Torch-free.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from edgekd.export.artifacts import Artifact, artifact_files, sha256_file
 
 STAGING = ".staging"
 FAILED = "failed"
+DEPLOY = "deploy"
 MARKER_SUFFIX = ".verified.json"
 VERDICTS = ("pass", "fail", "unverified")  # unverified = exported with --no-verify
 
@@ -34,6 +36,7 @@ class Verification:
     sha256: dict[str, str] = field(default_factory=dict)  # file name -> digest, for every file of the artifact
     reasons: list[str] = field(default_factory=list)
     weights_sha256: str = ""  # the student it was verified against
+    int8_share: float | None = None  # INT8: its compute share in INT8 kernels, measured at export (the pick's rule)
 
     def save(self, path: Path) -> None:
         marker_path(path).write_text(json.dumps(asdict(self), indent=2) + "\n")
@@ -110,7 +113,8 @@ def publish(out: Path, stage: Path, artifacts: list[Artifact], verdicts: dict[st
         a.path = _move(Path(a.path), stage, base)
         a.latency_path = _move(Path(a.latency_path), stage, base) if a.latency_path else ""
         files = artifact_files(Path(a.path))
-        Verification(verdict, a.name, {f.name: sha256_file(f) for f in files}, reasons, weights_sha256).save(Path(a.path))
+        Verification(verdict, a.name, {f.name: sha256_file(f) for f in files}, reasons, weights_sha256,
+                     a.int8_share.share if a.int8_share else None).save(Path(a.path))
     for sub in {p.name for p in final.iterdir()} | {FAILED}:  # the previous export's artifacts of these kinds
         shutil.rmtree(out / sub, ignore_errors=True)
     for child in final.iterdir():
@@ -120,6 +124,23 @@ def publish(out: Path, stage: Path, artifacts: list[Artifact], verdicts: dict[st
         a.shipped = [x.replace(str(final), str(out)) for x in a.shipped]
     shutil.rmtree(final, ignore_errors=True)
     shutil.rmtree(stage, ignore_errors=True)
+
+
+def deploy(out: Path, artifact: Path | None, card: Path, readme: str) -> Path | None:
+    """Copy a published, verified artifact (all its files and its marker) and the student's card
+    into OUT/deploy/ with README `readme` (DEPLOY.md); returns the copy's path. With no artifact
+    the folder is removed: a previous export's pick must not outlive the export that replaced it."""
+    dest = out / DEPLOY
+    shutil.rmtree(dest, ignore_errors=True)
+    if artifact is None:
+        return None
+    if read_verification(artifact) is None:
+        raise RuntimeError(f"{artifact} has no valid marker: only a published, verified artifact is deployed")
+    dest.mkdir()
+    for f in [*artifact_files(artifact), marker_path(artifact), card]:
+        shutil.copy2(f, dest / f.name)
+    (dest / "DEPLOY.md").write_text(readme)
+    return dest / artifact.name
 
 
 def _move(path: Path, stage: Path, base: Path) -> str:

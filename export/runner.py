@@ -20,12 +20,18 @@ class Predictor(Protocol):
     def predict(self, batch: np.ndarray) -> np.ndarray: ...
 
 
+#: `RunnerConfig.inference_precision`: ask OpenVINO for the precision the IR is named for
+#: (`runtimes.OPENVINO_HINTS`), so that verify, bench and predict run a BF16 IR in BF16
+ARTIFACT_PRECISION = "artifact"
+
+
 @dataclass
 class RunnerConfig:
     threads: int | None = 2  # None = the runtime's default (all cores)
     static_batch: int | None = None  # compile for a fixed batch (fastest batch-1 latency)
     latency: bool = True  # OpenVINO PERFORMANCE_HINT LATENCY (else THROUGHPUT)
-    inference_precision: str | None = "f32"  # OpenVINO INFERENCE_PRECISION_HINT; None = device default (bf16 here)
+    # OpenVINO INFERENCE_PRECISION_HINT: f32 | bf16 | f16, ARTIFACT_PRECISION, or None = the device's default
+    inference_precision: str | None = ARTIFACT_PRECISION
     ort_opt_level: str = "all"  # disable | basic | extended | all
 
 
@@ -39,6 +45,9 @@ class Runner:
         self.load_seconds = 0.0
         self.fixed_batch: int | None = None
         self.input_shape: tuple[int, ...] = ()
+        # the float precision the runtime resolved for this artifact where it can say (OpenVINO's hint:
+        # an FP16 IR runs f32 on a CPU without FP16 arithmetic); None = what the file holds
+        self.compute_precision: str | None = None
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError

@@ -14,7 +14,42 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.export.runner import Runner, RunnerConfig, check_artifact_path, readable_artifact
+from edgekd.export.int8_share import int8_label
+from edgekd.export.runner import ARTIFACT_PRECISION, Runner, RunnerConfig, check_artifact_path, readable_artifact
+
+#: the INFERENCE_PRECISION_HINT an IR asks for, by its edgekd precision: an FP16 IR asks for f16
+#: (a CPU without FP16 arithmetic resolves it to f32, and the runner reads back what it chose);
+#: INT8 runs its float remainder in f32, like the accuracy-control search that certified it
+OPENVINO_HINTS = {"fp32": "f32", "fp16": "f16", "bf16": "bf16", "int8": "f32"}
+#: OpenVINO element type -> edgekd precision name
+_OV_TYPES = {"f32": "fp32", "f16": "fp16", "bf16": "bf16"}
+
+
+def openvino_hint(model: Any, requested: str | None) -> str | None:
+    """The hint to compile `model` (an `openvino.Model`) with: `requested` as given, or, for
+    ARTIFACT_PRECISION, the one its edgekd precision asks for (f32 for an IR without one)."""
+    if requested != ARTIFACT_PRECISION:
+        return requested
+    from edgekd.export.metadata import decode
+
+    key = ["edgekd", "precision"]
+    precision = decode({"p": model.get_rt_info(key).astype(str)})["p"] if model.has_rt_info(key) else "fp32"
+    return OPENVINO_HINTS.get(precision, "f32")
+
+
+def precision_label(precision: str, int8_share: float | None = None, runs: str | None = None) -> str:
+    """The precision column: `int8 (94 %)` (the INT8 share), `fp16 (runs fp32)` where the runtime
+    computes a float artifact in another precision than it is named for, else the precision."""
+    if int8_share is not None:
+        return int8_label(int8_share)
+    return f"{precision} (runs {runs})" if runs and precision != "int8" and runs != precision else precision
+
+
+def ran_as(precision: str, compute_precision: str | None) -> str:
+    """The precision an artifact is verified at: the float precision its runtime resolved (an FP16
+    IR that runs f32 is held to f32's limits, one that runs bf16 to bf16's), else its own. INT8
+    stays int8: its float remainder is not what it is named for (`int8_share` measures that)."""
+    return precision if precision == "int8" or compute_precision is None else compute_precision
 
 
 class OrtRunner(Runner):
@@ -72,10 +107,13 @@ class OpenVINORunner(Runner):
         config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY" if self.cfg.latency else "THROUGHPUT"}
         if self.cfg.threads:
             config["INFERENCE_NUM_THREADS"] = self.cfg.threads
-        if self.cfg.inference_precision:
-            config["INFERENCE_PRECISION_HINT"] = self.cfg.inference_precision
+        hint = openvino_hint(model, self.cfg.inference_precision)
+        if hint:
+            config["INFERENCE_PRECISION_HINT"] = hint
         self.compiled = core.compile_model(model, "CPU", config)
         self.request = self.compiled.create_infer_request()
+        resolved = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        self.compute_precision = _OV_TYPES.get(resolved, resolved)
         self.load_seconds = time.perf_counter() - t0
         ps = self.compiled.inputs[0].get_partial_shape()
         self.input_shape = tuple(d.get_length() if d.is_static else -1 for d in ps)
@@ -88,9 +126,15 @@ class OpenVINORunner(Runner):
 
     def info(self) -> dict[str, Any]:
         d = super().info()
-        d["inference_precision"] = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        d["inference_precision"] = self.compute_precision
         d["num_threads"] = int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
         return d
+
+
+def open_to_verify(path: str | Path, precision: str, cfg: RunnerConfig) -> tuple[Runner, str]:
+    """An artifact's runner and the precision verify holds it to: the one its runtime runs (`ran_as`)."""
+    runner = open_runner(path, cfg)
+    return runner, ran_as(precision, runner.compute_precision)
 
 
 def open_runner(path: str | Path, cfg: RunnerConfig | None = None) -> Runner:

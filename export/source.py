@@ -27,6 +27,7 @@ class RunSource:
     meta: StudentCard
     train_manifest: Path | None
     test_manifest: Path | None
+    val_manifest: Path | None = None  # data/val.json: held-out training-split images (temperature, best.*)
 
     @property
     def architecture(self) -> str:
@@ -50,8 +51,9 @@ def resolve_run(run: str | Path, weights: str | None = None) -> RunSource:
         raise EdgeKDError(f"card {side} lacks the class names or the preprocessing; fix: re-save the model with "
                           "edgekd.models.save_student")
     test = root / (meta.test_manifest or "data/test.json")
-    train = root / "data" / "train.json"
-    return RunSource(w, meta, train if train.exists() else None, test if test.exists() else None)
+    train, val = root / "data" / "train.json", root / "data" / "val.json"
+    return RunSource(w, meta, train if train.exists() else None, test if test.exists() else None,
+                     val if val.exists() else None)
 
 
 class TorchRunner:

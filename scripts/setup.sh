@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Idempotent setup on a fresh machine: Debian data package, .venv with torch from local disk,
+# Idempotent setup on a fresh machine: Debian packages (the data set; chromium, which
+# tests/test_report_html.py uses to screenshot report.html headless), .venv with torch from local disk,
 # then edgekd with its training, export, explain, cluster (Ray) and dev extras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 
-if [ ! -d /usr/share/datasets/fashion-mnist ]; then
+if [ ! -d /usr/share/datasets/fashion-mnist ] || [ ! -x /usr/bin/chromium ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
   $SUDO apt-get update -q
-  $SUDO apt-get install -y -q dataset-fashion-mnist
+  $SUDO apt-get install -y -q dataset-fashion-mnist chromium
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -4,8 +4,15 @@ import pytest
 
 from edgekd.cli import main
 from edgekd.errors import EdgeKDError
+from edgekd.export import bench
 from edgekd.export.options import Job, check_options, plan_jobs
 from edgekd.export.targets import TARGETS
+
+
+@pytest.fixture(autouse=True)
+def _cpu_without_bf16(monkeypatch):
+    """The plans below are those of a CPU without BF16 (tests/test_pick.py plans on one with it)."""
+    monkeypatch.setattr(bench, "cpu_info", lambda: {"isa": {}})
 
 
 def test_all_expands_to_every_target_default():
@@ -14,7 +21,7 @@ def test_all_expands_to_every_target_default():
 
 
 def test_precision_all_and_filter():
-    assert [j.precision for j in plan_jobs("openvino", "all")] == ["fp32", "fp16", "int8"]
+    assert [j.precision for j in plan_jobs("openvino", "all")] == ["fp32", "fp16", "bf16", "int8"]
     assert [j.name for j in plan_jobs("all", "int8")] == ["onnx-int8", "openvino-int8", "tensorrt-int8"]
     assert plan_jobs("tensorrt", "fp32") == [Job("tensorrt", "fp32")]
 

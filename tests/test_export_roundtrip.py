@@ -31,7 +31,8 @@ def test_export_all_builds_and_passes(export):
         assert by[name]["status"] == "ok" and by[name]["passed"] is True, by[name]
     for f in ("onnx/model.onnx", "onnx/model.b1.onnx", "onnx/model.int8.onnx", "openvino/model.fp32.xml",
               "openvino/model.fp32.bin", "openvino/model.fp16.xml", "openvino/model.int8.xml",
-              "tensorrt/model.int8.qdq.onnx", "tensorrt/model.fp16.onnx", "report.md", "report.json", "report.png"):
+              "tensorrt/model.int8.qdq.onnx", "tensorrt/model.fp16.onnx", "report.md", "report.json", "report.png",
+              "report.html"):
         assert (out / f).exists(), f
 
 

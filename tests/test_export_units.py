@@ -129,10 +129,10 @@ def test_unknown_precision_is_an_error():
     ref = np.eye(2)
     with pytest.raises(EdgeKDError, match="no verify thresholds for precision 'int4'"):
         verify({"x": (_Const(ref), "int4")}, _Const(ref), [(np.zeros((2, 1)), np.array([0, 1]))])
-    r = VerifyResult("x", "bf16", 100, 90.0, 90.0, 0.0, 100.0, 0.0, 0.0, 1.0)
-    with pytest.raises(EdgeKDError, match="--threshold bf16.drop"):
+    r = VerifyResult("x", "fp8", 100, 90.0, 90.0, 0.0, 100.0, 0.0, 0.0, 1.0)
+    with pytest.raises(EdgeKDError, match="--threshold fp8.drop"):
         check(r, Thresholds())
-    t = Thresholds.parse(["bf16.drop=0.5", "bf16.agreement=99"])
+    t = Thresholds.parse(["fp8.drop=0.5", "fp8.agreement=99"])
     assert check(r, t).passed
 
 
@@ -175,15 +175,15 @@ def test_int8_target_lower_bound_clears_the_verify_bar():
 
 def test_report_plot_labels_do_not_overlap():
     """Artifacts of one model share accuracy and nearly share latency: their names must still be readable."""
-    from edgekd.export.report import ReportRow, accuracy_latency_figure
+    from edgekd.export.report import ReportRow, latency_figure
 
-    rows = [ReportRow(n, "ONNX", "fp32", accuracy=85.8, p50_ms=0.7 + 0.01 * i, passed=i != 2)
+    rows = [ReportRow(n, "ONNX", "fp32", accuracy=85.8, p50_ms=0.7 + 0.01 * i, speedup_vs_torch=10.0, passed=i != 2)
             for i, n in enumerate(["onnx-fp32", "onnx-int8", "openvino-fp32", "openvino-int8"])]
-    fig = accuracy_latency_figure(rows)
-    fig.canvas.draw()
+    fig = latency_figure(rows)
+    fig.draw_without_rendering()  # lays the text out
     ax = fig.axes[0]
-    labels = [t for t in ax.texts + ax.get_legend().get_texts()]
-    assert sorted(t.get_text() for t in labels) == sorted(["onnx-fp32", "onnx-int8", "openvino-fp32 (FAIL)", "openvino-int8"])
+    labels = ax.get_yticklabels() + ax.texts + ax.get_legend().get_texts()
+    assert [t.get_text().split()[0] for t in ax.get_yticklabels()] == [r.name for r in rows]
     boxes = [t.get_window_extent() for t in labels]
     assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import warnings
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 
@@ -20,13 +21,16 @@ class Sample:
     """One image. `path` is a file path or a `idx://FILE#N` / `npz://FILE#SPLIT#N` address.
 
     `group` (e.g. patient id) lets a split keep all of a patient's images on one side;
-    `source_split` ("train"/"val"/"test") is the dataset's own split, for `mode="official"`.
+    `source_split` ("train"/"val"/"test") is the dataset's own split, for `mode="official"`;
+    `attributes` (column -> value: a CSV's extra columns such as site or scanner, a DICOM header's
+    Manufacturer and PatientSex) name the subgroups the reports break the metrics down by.
     """
 
     path: str
     label: int
     group: str | None = None
     source_split: str | None = None
+    attributes: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True)

@@ -68,21 +68,28 @@ def _build_folder(root: Path, verify: str) -> Built:
     return names, samples, skipped
 
 
-def _dicom_patient(path: str) -> str | None:
-    """The file's PatientID (header only; pixels are not read), or None when absent or empty."""
+#: header tags offered as subgroup columns (scanner maker, patient sex), read in the same header pass as
+#: PatientID, so they cost nothing extra and every DICOM run's reports can break the metrics down by them
+DICOM_SUBGROUPS = ("Manufacturer", "PatientSex")
+
+
+def _dicom_header(path: str) -> tuple[str | None, dict[str, str]]:
+    """The file's PatientID and its non-empty subgroup tags (header only; pixels are not read)."""
     pydicom = require("pydicom", "reading DICOM files")
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["PatientID"])
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["PatientID", *DICOM_SUBGROUPS])
     except (OSError, pydicom.errors.InvalidDicomError):
-        return None  # only reachable with verify=none; the image itself fails later, named
-    return str(ds.get("PatientID", "") or "").strip() or None
+        return None, {}  # only reachable with verify=none; the image itself fails later, named
+    values = {tag: str(ds.get(tag, "") or "").strip() for tag in ("PatientID", *DICOM_SUBGROUPS)}
+    return values.pop("PatientID") or None, {k: v for k, v in values.items() if v}
 
 
 def _build_dicom(root: Path, verify: str) -> Built:
-    """Class-per-folder DICOMs; PatientID becomes the group so a split can keep each patient on one side."""
+    """Class-per-folder DICOMs; PatientID becomes the group so a split can keep each patient on one side,
+    Manufacturer and PatientSex the sample's subgroup attributes."""
     names, samples, skipped = _build_folder(root, verify)
-    patients = io_map(_dicom_patient, [s.path for s in samples])
-    return names, [replace(s, group=g) for s, g in zip(samples, patients)], skipped
+    headers = io_map(_dicom_header, [s.path for s in samples])
+    return names, [replace(s, group=g, attributes=a or None) for s, (g, a) in zip(samples, headers)], skipped
 
 
 # ---------------------------------------------------------------- CSV manifest
@@ -116,6 +123,9 @@ def _build_csv(root: Path, verify: str) -> Built:
     if "path" not in keymap or "label" not in keymap:
         raise EdgeKDError(f"{path}: needs columns path,label[,group|patient][,split]; fix: add a header row")
     group_col = next((keymap[k] for k in GROUP_COLUMNS if k in keymap), None)
+    # every other column (site, scanner, sex, age_band ...) is a subgroup attribute of its row
+    used = {keymap["path"], keymap["label"], keymap.get("split"), group_col}
+    attribute_cols = [k for k in keymap.values() if k and k.strip() and k not in used]
     raw_labels = [r[keymap["label"]].strip() for r in rows]
     uniq = sorted(set(raw_labels), key=lambda s: (0, int(s), s) if s.lstrip("-").isdigit() else (1, 0, s))
     lab = {n: i for i, n in enumerate(uniq)}
@@ -125,13 +135,15 @@ def _build_csv(root: Path, verify: str) -> Built:
         files.append(p if p.is_absolute() else base / p)
         group = r.get(group_col) if group_col else None
         split = r.get(keymap.get("split", ""), None)
-        meta.append((lab[label], (group or "").strip() or None, SPLIT_DIR_NAMES.get(norm(split or ""), None)))
+        attributes = {k.strip(): (r[k] or "").strip() for k in attribute_cols if (r[k] or "").strip()}
+        meta.append((lab[label], (group or "").strip() or None, SPLIT_DIR_NAMES.get(norm(split or ""), None),
+                     attributes or None))
     exists = [f.is_file() for f in files]
     skipped = [Skipped(str(f), f"listed in {path.name} but not found") for f, e in zip(files, exists) if not e]
     present = [(f, m) for f, m, e in zip(files, meta, exists) if e]
     good, bad = check_paths([f for f, _ in present], verify)
     ok = {str(p) for p in good}
-    samples = [Sample(str(f), m[0], m[1], m[2]) for f, m in present if str(f) in ok]
+    samples = [Sample(str(f), *m) for f, m in present if str(f) in ok]
     return uniq, samples, skipped + bad
 
 
@@ -143,7 +155,8 @@ LAYOUTS: dict[str, Layout] = {
         Layout("fashion_mnist", "Fashion-MNIST idx files (STAND-IN dataset, not medical: the offline default)",
                find_fashion, build_fashion),
         Layout("medmnist", "MedMNIST-format .npz (train/val/test images and labels)", find_medmnist, build_medmnist),
-        Layout("csv", "CSV manifest with columns path,label[,group|patient][,split]", _find_csv, _build_csv),
+        Layout("csv", "CSV manifest with columns path,label[,group|patient][,split][,subgroup columns: site, "
+               "scanner, ...]", _find_csv, _build_csv),
         Layout("covid_ct", "Large COVID-19 CT slice dataset: curated_data/{1NonCOVID,2COVID,3CAP}, patient ids "
                "from meta_data_*.csv", find_ct, build_ct),
         Layout("covid_radiography", "COVID-19 Radiography Database: COVID, Lung_Opacity, Normal, Viral Pneumonia "
@@ -151,7 +164,7 @@ LAYOUTS: dict[str, Layout] = {
         Layout("brain_mri", "Brain Tumor MRI dataset: Training/ and Testing/ with glioma, meningioma, notumor, "
                "pituitary", find_mri, build_mri),
         Layout("dicom", "class-per-folder tree of DICOM files (rescale, stored window, MONOCHROME1 inverted; "
-               "groups = PatientID)", _find_dicom, _build_dicom),
+               "groups = PatientID; subgroups = Manufacturer, PatientSex)", _find_dicom, _build_dicom),
         Layout("folder", "class-per-folder tree (classes = sorted folder names; train/ test/ parents = splits)",
                _find_folder, _build_folder),
     ]

@@ -2,6 +2,9 @@
 
 Saved in the run directory so a run can be resumed, re-evaluated or exported with the same
 data; paths are stored relative to the dataset root so the dataset can move (pass `root=`).
+Optional per-image attribute columns (site, scanner, sex ...) ride along for the subgroup reports;
+the hash leaves them out, because it is the identity of what a model saw (resume and the decoded-image
+cache key on it) and adding a site column to a finished run's test manifest must not change that.
 """
 
 from __future__ import annotations
@@ -23,17 +26,22 @@ def items_sha256(items: list[tuple[str, int]] | list[list]) -> str:
     return hashlib.sha256(canon.encode("utf-8")).hexdigest()
 
 
+Attributes = dict[str, list[str | None]]  # column -> one value per item (None: not known for that image)
+
+
 @dataclass
 class Manifest:
     """`items` are [address, label] in label order `classes`, with addresses absolute in memory
     (ready for `load_image`); on disk they are relative to `root` and the hash covers that form,
-    so a moved dataset (`load(..., root=NEW)`) keeps the same manifest identity."""
+    so a moved dataset (`load(..., root=NEW)`) keeps the same manifest identity. `attributes` holds
+    the subgroup columns, aligned with `items`; a manifest without them is saved exactly as before."""
 
     root: str
     layout: str
     classes: list[str]
     items: list[tuple[str, int]]
     meta: dict = field(default_factory=dict)
+    attributes: Attributes = field(default_factory=dict)
 
     def relative_items(self) -> list[tuple[str, int]]:
         return [(relative_address(p, self.root), int(y)) for p, y in self.items]
@@ -64,8 +72,11 @@ class Manifest:
     @classmethod
     def from_index(cls, index: DatasetIndex, ids: list[int] | None = None, meta: dict | None = None) -> "Manifest":
         ids = list(range(len(index))) if ids is None else list(ids)
-        items = [(index.samples[i].path, index.samples[i].label) for i in ids]
-        return cls(index.root, index.layout, list(index.classes), items, dict(meta or {}))
+        chosen = [index.samples[i] for i in ids]
+        items = [(s.path, s.label) for s in chosen]
+        columns = dict.fromkeys(k for s in chosen for k in (s.attributes or {}))  # first-seen order
+        attributes = {k: [(s.attributes or {}).get(k) for s in chosen] for k in columns}
+        return cls(index.root, index.layout, list(index.classes), items, dict(meta or {}), attributes)
 
     def to_dict(self) -> dict:
         rel = self.relative_items()
@@ -76,6 +87,7 @@ class Manifest:
             "items": [[p, y] for p, y in rel],
             "sha256": items_sha256(rel),
             "meta": self.meta,
+            **({"attributes": self.attributes} if self.attributes else {}),
         }
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -108,4 +120,17 @@ class Manifest:
             )
         base = os.path.abspath(os.fspath(root) if root is not None else d["root"])
         items = [(absolute_address(p, base), y) for p, y in stored]
-        return cls(base, d["layout"], list(d["classes"]), items, dict(d.get("meta") or {}))
+        attributes = _checked_attributes(path, d.get("attributes") or {}, len(items))
+        return cls(base, d["layout"], list(d["classes"]), items, dict(d.get("meta") or {}), attributes)
+
+
+def _checked_attributes(path: Path, columns: object, n: int) -> Attributes:
+    """The stored attribute columns, each a list of one string (or null) per item; a hand edit that
+    broke that alignment would pin every later value on the wrong image, so it is refused."""
+    ok = isinstance(columns, dict) and all(
+        isinstance(v, list) and len(v) == n and all(x is None or isinstance(x, str) for x in v)
+        for v in columns.values())
+    if not ok:
+        raise EdgeKDError(f"manifest {path}: \"attributes\" must map each column to {n} strings or nulls, one per "
+                          "item; fix: correct or remove the attributes entry")
+    return {str(k): list(v) for k, v in columns.items()}

@@ -9,13 +9,17 @@ CNN -> the module that produces `forward_features`' output (the last feature map
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
+from types import SimpleNamespace
 
 import numpy as np
 import torch
+import tqdm
 from pytorch_grad_cam import (EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, RandomCAM, ScoreCAM,
-                              XGradCAM)
+                              XGradCAM, score_cam)
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
@@ -93,6 +97,19 @@ def target_layer(model: nn.Module, x: torch.Tensor, name: str | None = None) -> 
     return name
 
 
+@contextmanager
+def _no_library_bars() -> Iterator[None]:
+    """ScoreCAM draws a tqdm bar per image over its batches of masked copies (`tqdm.tqdm` looked
+    up in its module at call time) and has no switch for it; a disabled one in its place leaves
+    the caller's bar over the images the only one."""
+    module = score_cam.tqdm
+    score_cam.tqdm = SimpleNamespace(tqdm=partial(tqdm.tqdm, disable=True))
+    try:
+        yield
+    finally:
+        score_cam.tqdm = module
+
+
 def compute_cams(model: nn.Module, x: torch.Tensor, cfg: CamConfig, targets: list[int] | None = None) -> CamResult:
     """Maps for `targets` (default: each image's predicted class), one per image."""
     if cfg.method not in METHODS:
@@ -104,7 +121,7 @@ def compute_cams(model: nn.Module, x: torch.Tensor, cfg: CamConfig, targets: lis
     layer = target_layer(model, x, cfg.layer)
     reshape = vit_reshape(model) if is_vit(model) and not layer.startswith("patch_embed") else None
     with METHODS[cfg.method](model=model, target_layers=[dict(model.named_modules())[layer]],
-                             reshape_transform=reshape) as cam:
+                             reshape_transform=reshape) as cam, _no_library_bars():
         cam.batch_size = cfg.scorecam_batch
         maps = cam(input_tensor=x, targets=[ClassifierOutputTarget(t) for t in targets])
     return CamResult(np.asarray(maps, np.float32), probs, targets, layer)

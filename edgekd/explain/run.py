@@ -22,6 +22,7 @@ from edgekd.errors import EdgeKDError
 from edgekd.evaluation import link_gallery
 from edgekd.explain.cam import CamConfig, compute_cams
 from edgekd.shared.card import StudentCard
+from edgekd.shared.logs import folded_logs
 from edgekd.shared.preprocess import PreprocessConfig, preprocess_numpy
 from edgekd.shared.render import GalleryRow, Panel, denormalize, write_gallery
 
@@ -99,12 +100,27 @@ def run_models(run: Path, roles: tuple[str, ...] = ROLES) -> tuple[list[Explaine
     return out, notes
 
 
-def _panels(models: list[Explainee], x: np.ndarray, cfg: CamConfig) -> list[list[Panel]]:
-    """Per image, one panel per model."""
+def _panels(models: list[Explainee], x: np.ndarray, cfg: CamConfig, bar: tqdm) -> list[list[Panel]]:
+    """Per image, one panel per model; `bar` counts the maps."""
     xt = torch.from_numpy(x)
-    per_model = [(m, compute_cams(m.model, xt, cfg)) for m in models]
+    per_model = []
+    for m in models:
+        per_model.append((m, compute_cams(m.model, xt, cfg)))
+        bar.update(len(x))
     return [[Panel(m.label, class_name(m.classes, r.targets[i], r.probs.shape[1]), float(r.probs[i, r.targets[i]]),
                    r.maps[i]) for m, r in per_model] for i in range(len(x))]
+
+
+def _rows(models: list[Explainee], req: ExplainRequest, pp: PreprocessConfig) -> list[GalleryRow]:
+    """Every image through every model, under one bar over the maps."""
+    rows: list[GalleryRow] = []
+    with tqdm(total=len(req.images) * len(models), desc=f"explain ({req.cam.method})", unit="map") as bar:
+        for i in range(0, len(req.images), req.batch_size):
+            paths = req.images[i : i + req.batch_size]
+            x = np.stack([preprocess_numpy(load_image(p), pp) for p in paths]).astype(np.float32)
+            for path, xi, panels in zip(paths, x, _panels(models, x, req.cam, bar)):
+                rows.append(GalleryRow(path, denormalize(xi, pp.mean, pp.std), panels))
+    return rows
 
 
 def explain_run(req: ExplainRequest) -> Path:
@@ -113,13 +129,9 @@ def explain_run(req: ExplainRequest) -> Path:
         raise EdgeKDError(f"{req.run} has no model.json; fix: pass a run directory written by `edgekd train`")
     card = StudentCard.load(req.run / "model.json")
     pp = PreprocessConfig.from_dict(card.preprocess)
-    models, notes = run_models(req.run, req.roles)
-    rows: list[GalleryRow] = []
-    for i in tqdm(range(0, len(req.images), req.batch_size), desc=f"explain ({req.cam.method})", unit="batch"):
-        paths = req.images[i : i + req.batch_size]
-        x = np.stack([preprocess_numpy(load_image(p), pp) for p in paths]).astype(np.float32)
-        for path, xi, panels in zip(paths, x, _panels(models, x, req.cam)):
-            rows.append(GalleryRow(path, denormalize(xi, pp.mean, pp.std), panels))
+    with folded_logs(req.out / "explain.log"):  # timm's and the CAM library's output; their warnings still show
+        models, notes = run_models(req.run, req.roles)
+        rows = _rows(models, req, pp)
     notes = [f"Method: {req.cam.method} (pytorch-grad-cam); each map explains that model's own top-1 class.",
              f"Run: `{req.run}` ({card.architecture}, method {card.method or '?'}).", *notes]
     gallery = write_gallery(rows, req.out, f"What the models look at ({req.cam.method})", [f"- {n}" for n in notes])

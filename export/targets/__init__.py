@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from edgekd.export.int8_accuracy import AccuracyTarget, ValidationSet
     from edgekd.export.onnx_export import OnnxExport
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 T = TypeVar("T")
 
 
@@ -90,6 +90,7 @@ class BuildInputs:
     options: Mapping[str, object]  # the request's target options, read with `Option.of`
     threads: int
     batch_size: int  # the verify batch
+    student: Path | None = None  # the student's safetensors: what quantization-aware training fine-tunes
 
 
 class Target:
@@ -113,6 +114,12 @@ class Target:
 
     def build(self, precision: str) -> Artifact:
         raise NotImplementedError
+
+    @classmethod
+    def planned_precisions(cls) -> tuple[str, ...]:
+        """What `--target NAME` (or `all`) builds on this machine: its defaults, less any that
+        cannot pay off here (OpenVINO plans BF16 only on a CPU that computes BF16)."""
+        return cls.default_precisions
 
     @classmethod
     def check_options(cls, values: Mapping[str, object]) -> None:

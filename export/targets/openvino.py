@@ -1,7 +1,10 @@
-"""`--target openvino`: OpenVINO IR in FP32, FP16 (FP16-compressed weights) and INT8 (NNCF).
+"""`--target openvino`: OpenVINO IR in FP32, FP16 (FP16-compressed weights), BF16 and INT8 (NNCF).
 
 The IR is converted from the pipeline's ONNX once per export and saved in each precision;
-the mechanics live in `edgekd.export.openvino_export`.
+the mechanics live in `edgekd.export.openvino_export`. The BF16 IR is the FP32 IR marked bf16:
+the runners compile it with the bf16 inference-precision hint (`runtimes.OPENVINO_HINTS`).
+`--target openvino` / `all` plan it only where the CPU computes BF16 in hardware
+(`bench.runs_bf16`): elsewhere OpenVINO emulates BF16, slower than f32 and less exact.
 """
 
 from __future__ import annotations
@@ -20,8 +23,15 @@ class OpenVINO(Target):
     format = "OpenVINO IR"
     suffix = ".xml"
     runtime = "openvino"
-    precisions = ("fp32", "fp16", "int8")
+    precisions = ("fp32", "fp16", "bf16", "int8")
     options = (CALIB_DATA, CALIB_SIZE, VAL_SIZE)
+
+    @classmethod
+    def planned_precisions(cls) -> tuple[str, ...]:
+        from edgekd.export.bench import cpu_info, runs_bf16
+
+        bf16 = runs_bf16(cpu_info()["isa"])
+        return tuple(p for p in cls.default_precisions if p != "bf16" or bf16)
 
     @cached_property
     def float_model(self) -> Any:

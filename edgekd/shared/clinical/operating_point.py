@@ -3,6 +3,9 @@ sensitivity on validation images, then applied unchanged to the test split and t
 
 The threshold is the highest one whose validation sensitivity reaches the target: of all thresholds that
 find enough positives, it raises the fewest false alarms there.
+
+`OperatingPoint` and `apply_threshold` are what `edgekd predict` applies on a runtime-only install (numpy,
+no scikit-learn), so scikit-learn and `metrics` are imported inside the functions that compute statistics.
 """
 
 from __future__ import annotations
@@ -10,11 +13,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, roc_curve
 
 from edgekd.errors import EdgeKDError
 from edgekd.shared.clinical.bootstrap import Estimate, interval, stratified_weights
-from edgekd.shared.clinical.metrics import class_rates, validate, weighted_confusion
 
 
 @dataclass(frozen=True)
@@ -50,14 +51,24 @@ class OperatingPointMetrics:
                 "sensitivity": self.sensitivity.to_dict(), "specificity": self.specificity.to_dict()}
 
 
-def choose_threshold(y_true, y_prob, classes: list[str], positive_class: str,
-                     target_sensitivity: float = 0.95) -> OperatingPoint:
-    """The threshold on P(positive_class) for `target_sensitivity` on these (validation) images."""
+def check_request(classes: list[str], positive_class: str, target_sensitivity: float) -> int:
+    """The index of `positive_class`; a name the model does not know, or a target outside (0, 1], is a user
+    error, raised before any image is read."""
     if positive_class not in classes:
         raise EdgeKDError(f"positive class {positive_class!r} is not one of {classes}; fix: pass one of those names")
     if not 0 < target_sensitivity <= 1:
         raise EdgeKDError(f"target sensitivity must be in (0, 1], got {target_sensitivity}; fix: e.g. 0.95")
-    idx = classes.index(positive_class)
+    return classes.index(positive_class)
+
+
+def choose_threshold(y_true, y_prob, classes: list[str], positive_class: str,
+                     target_sensitivity: float = 0.95) -> OperatingPoint:
+    """The threshold on P(positive_class) for `target_sensitivity` on these (validation) images."""
+    from sklearn.metrics import roc_curve
+
+    from edgekd.shared.clinical.metrics import validate
+
+    idx = check_request(classes, positive_class, target_sensitivity)
     y_true, y_prob, _ = validate(y_true, len(classes), y_prob=y_prob)
     pos = y_true == idx
     if pos.all() or not pos.any():
@@ -78,6 +89,10 @@ def evaluate_operating_point(y_true, y_prob, point: OperatingPoint, n_boot: int 
                              confidence: float = 0.95) -> OperatingPointMetrics:
     """Sensitivity and specificity at the chosen threshold, with intervals from the same stratified
     bootstrap as every other metric (strata = the true classes, not just positive/negative)."""
+    from sklearn.metrics import confusion_matrix
+
+    from edgekd.shared.clinical.metrics import class_rates, validate, weighted_confusion
+
     y_true, y_prob, _ = validate(y_true, np.shape(y_prob)[1], y_prob=y_prob)
     pos = (y_true == point.index).astype(np.int64)
     called = apply_threshold(y_prob, point).astype(np.int64)
