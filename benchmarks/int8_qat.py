@@ -3,9 +3,11 @@
 Why: on the quickstart student the accuracy-aware ORT search reverted every conv to float and
 shipped an FP32 model in an INT8 file (quickstart_preset_export.md). This measures, side by side
 on the export's own calibration set and validation halves (training images) and on the test
-split: ORT PTQ forms and calibrations, the float-budgeted search, and quantization-aware
-self-distillation (`edgekd.export.qat`) followed by ORT's quantizer and, for the record, NNCF's
-own Q/DQ ONNX and ORT's fused graph of it. Agreement is with the PyTorch FP32 student.
+split: ORT PTQ forms and calibrations, with and without NNCF's fast bias correction ahead of
+ORT's quantizer, the stem alone or with the first depthwise conv float, the float-budgeted
+search, and quantization-aware self-distillation (`edgekd.export.qat`) followed by ORT's
+quantizer and, for the record, NNCF's own Q/DQ ONNX and ORT's fused graph of it. Agreement is
+with the PyTorch FP32 student. One command writes the whole results file.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/int8_qat.py --run RUN [--qat-steps 300] [--threads 1]
 """
