@@ -68,6 +68,7 @@ def markdown(report: dict, train: dict, command: str, load: tuple[float, float])
         f"Machine: {m['cpu_model']}, {m['affinity_cores']} cores ({isa}). Load average start/end {load[0]:.1f} / {load[1]:.1f}"
         + (" (shared with other jobs: latencies are inflated and noisy)." if max(load) > 1.5 else "."), "",
         f"Calibration: {report['calibration']}. INT8 validation: {report['int8_validation']}.", "",
+        f"**Deployment pick**: {report.get('pick_headline') or 'none'}", "",
         markdown_table(rows), "", "## INT8 (generated from the report)", *int8_lines(report), "",
         "## Per-class gate vs PyTorch (generated from the report; tables in the export's report.md)", *gate_lines(report), "",
         *([f"Other verify failures: " + "; ".join(f"{v['name']}: {', '.join(v['reasons'])}" for v in others), ""] if others else []),

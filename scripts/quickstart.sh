@@ -37,9 +37,11 @@ stage() {
 explain() {
   # at 64 px Lite0's last feature map is 2x2; blocks.4 (4x4) localises better (benchmarks/results/cam_faithfulness_blocks4.md)
   $EDGEKD explain --run "$RUN/train" --sample 6 --method scorecam --layer blocks.4 --out "$RUN/train/explain/scorecam"
-  if [ -f "$RUN/export/onnx/model.int8.onnx" ]; then
-    $EDGEKD explain --artifact "$RUN/export/onnx/model.int8.onnx" --sample 6 --data "$RUN/train/data/test.json" \
-      --out "$RUN/train/explain/onnx-int8"
+  # the deployment pick, through its runtime alone (no torch): what the clinic box would run
+  local pick
+  pick=$(ls "$RUN"/export/deploy/*.onnx "$RUN"/export/deploy/*.xml 2>/dev/null | head -n 1 || true)
+  if [ -n "$pick" ]; then
+    $EDGEKD explain --artifact "$pick" --sample 6 --data "$RUN/train/data/test.json" --out "$RUN/train/explain/deploy"
   fi
 }
 
@@ -67,7 +69,7 @@ elif [ "$rc" != 0 ]; then
   exit "$rc"
 fi
 
-echo "== 5/5 explain: where S, S' and the teacher look (Score-CAM); the INT8 ONNX artifact without torch (occlusion) =="
+echo "== 5/5 explain: where S, S' and the teacher look (Score-CAM); the deployment pick without torch (occlusion) =="
 stage explain shown explain
 
 echo "== wall time per stage =="
