@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from edgekd.data import Manifest, discover
+from edgekd.data.cli import summarize
 from edgekd.errors import EdgeKDError
 from edgekd.shared.clinical.gate import GateConfig
 from edgekd.shared.clinical.subgroups import MAX_VALUES, Status, holm, subgroup_metrics
@@ -141,6 +142,8 @@ def test_dicom_header_gives_manufacturer_and_sex_columns(tmp_path):
     m = Manifest.load(Manifest.from_index(index).save(tmp_path / "m.json"))
     assert m.attributes == {"Manufacturer": ["GE MEDICAL SYSTEMS", "TOSHIBA_MEC"], "PatientSex": ["O", "F"]}
     assert [s.group for s in index.samples] == ["1CT1", "4MR1"]  # PatientID still read in the same pass
+    assert summarize(index, "auto", 0.2, 0)["subgroups"] == {  # `edgekd data inspect` lists them before training
+        "Manufacturer": {"GE MEDICAL SYSTEMS": 1, "TOSHIBA_MEC": 1}, "PatientSex": {"O": 1, "F": 1}}
 
 
 # -------------------------------------------------------------- manifests without attributes: unchanged

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import warnings
+from collections import Counter
 
 from edgekd.data.index import DatasetIndex
 from edgekd.shared.images import relative_address
@@ -41,6 +42,7 @@ def summarize(index: DatasetIndex, split: str, test_size: float, seed: int) -> d
         "total": len(index),
         "source_splits": index.source_splits,
         "groups": len({s.group for s in index.samples if s.group is not None}),
+        "subgroups": subgroup_columns(index),
         "skipped": [{"path": s.path, "reason": s.reason} for s in index.skipped],
     }
     try:
@@ -53,6 +55,16 @@ def summarize(index: DatasetIndex, split: str, test_size: float, seed: int) -> d
     except EdgeKDError as e:
         report["split"] = {"requested": split, "mode": split, "error": str(e)}
     return report
+
+
+def subgroup_columns(index: DatasetIndex) -> dict[str, dict[str, int]]:
+    """Per subgroup column (CSV extra columns, DICOM Manufacturer/PatientSex): images per value, so a
+    user sees before training which subgroups verify and the model card will report."""
+    cols: dict[str, Counter] = {}
+    for s in index.samples:
+        for k, v in (s.attributes or {}).items():
+            cols.setdefault(k, Counter())[v] += 1
+    return {k: dict(c.most_common()) for k, c in sorted(cols.items())}
 
 
 def _print_tables(r: dict) -> None:
@@ -82,6 +94,8 @@ def _print_tables(r: dict) -> None:
         con.print("dataset's own split: " + ", ".join(f"{k} {v}" for k, v in r["source_splits"].items()))
     if r["groups"]:
         con.print(f"groups (patients): {r['groups']}")
+    for col, values in r["subgroups"].items():
+        con.print(f"subgroup column {col}: " + ", ".join(f"{v} {n}" for v, n in values.items()))
     if "error" in sp:
         con.print(f"[yellow]split ({sp['mode']}): {sp['error']}[/yellow]")
     elif sp["groups_both"]:
