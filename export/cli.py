@@ -158,10 +158,8 @@ def verify_main(argv: list[str]) -> int:
     add_operating_point_args(ap)
     a = ap.parse_args(argv)
     from edgekd.export.batches import iter_batches, manifest_attributes, manifest_items
-    from edgekd.export.metadata import operating_point, read_metadata
     from edgekd.export.operating_point import verify_point
     from edgekd.export.report import ReportRow, print_table
-    from edgekd.export.runtimes import open_to_verify
     from edgekd.export.source import TorchRunner, resolve_run
     from edgekd.export.verify import operating_point_markdown, verify
 
@@ -173,16 +171,7 @@ def verify_main(argv: list[str]) -> int:
     data = a.data or src.test_manifest
     if data is None:
         raise EdgeKDError(f"no test manifest in {a.run}; pass --data")
-    arts, carried = {}, set()
-    for p in a.artifacts:
-        if not p.exists():
-            raise EdgeKDError(f"{p}: no such artifact")
-        md = read_metadata(p)
-        if md.get("weights_sha256") and src.meta.weights_sha256 and md["weights_sha256"] != src.meta.weights_sha256:
-            raise EdgeKDError(f"{p} was exported from other weights (sha256 {md['weights_sha256'][:12]}..., the run's "
-                              f"{src.meta.weights_sha256[:12]}...); verify it against the run it came from")
-        arts[str(p)] = open_to_verify(p, str(md.get("precision", "unknown")), RunnerConfig(threads=a.threads))
-        carried |= {operating_point(md)} - {None}
+    arts, carried = _open_artifacts(a.artifacts, src.meta.weights_sha256, a.threads)
     items = manifest_items(data, src.meta.classes)
     reference = TorchRunner(src.weights, a.threads)
     chosen = verify_point(point_request, carried, src, reference, a.batch_size)
@@ -207,6 +196,25 @@ def verify_main(argv: list[str]) -> int:
     for r in bad:
         print(f"FAILED {r.name}: {'; '.join(r.reasons)}", file=sys.stderr)
     return 1 if bad else 0
+
+
+def _open_artifacts(paths: list[Path], weights_sha256: str | None, threads: int) -> tuple[dict, set]:
+    """Runners at the precision each artifact runs, and the operating points they carry; an artifact of
+    other weights is refused (it would be verified against the wrong model)."""
+    from edgekd.export.metadata import operating_point, read_metadata
+    from edgekd.export.runtimes import open_to_verify
+
+    arts, carried = {}, set()
+    for p in paths:
+        if not p.exists():
+            raise EdgeKDError(f"{p}: no such artifact")
+        md = read_metadata(p)
+        if md.get("weights_sha256") and weights_sha256 and md["weights_sha256"] != weights_sha256:
+            raise EdgeKDError(f"{p} was exported from other weights (sha256 {md['weights_sha256'][:12]}..., the run's "
+                              f"{weights_sha256[:12]}...); verify it against the run it came from")
+        arts[str(p)] = open_to_verify(p, str(md.get("precision", "unknown")), RunnerConfig(threads=threads))
+        carried |= {operating_point(md)} - {None}
+    return arts, carried
 
 
 def build_on_device(onnx: Path, out: Path, precision: str | None, values: Mapping[str, object]) -> int:
