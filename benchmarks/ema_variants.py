@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import statistics
 import sys
@@ -29,6 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.proxy_fmnist import paired, settings, verdict  # noqa: E402
 from edgekd import sweep  # noqa: E402
+from benchmarks.results_io import write_results  # noqa: E402
 from edgekd.export.bench import cpu_info  # noqa: E402
 
 OUT = REPO / "benchmarks" / "results"
@@ -155,11 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         "epochs": a.epochs, "cells": rows, "machine": {**cpu_info(), "loadavg_end": os.getloadavg()},
         "wall_seconds_this_invocation": round(time.time() - t0, 1),
     })
-    a.results.mkdir(parents=True, exist_ok=True)
-    (a.results / "ema_variants.json").write_text(json.dumps(res, indent=2) + "\n")
-    md = markdown(res)
-    (a.results / "ema_variants.md").write_text(md)
-    print(md)
+    write_results(a.results, "ema_variants", res, markdown(res))
     return 0
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import shlex
 import sys
@@ -39,6 +38,7 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.short_budget import make_shapes  # noqa: E402
 from edgekd.export.batches import iter_batches, manifest_items  # noqa: E402
+from benchmarks.results_io import write_results  # noqa: E402
 from edgekd.export.bench import cpu_info  # noqa: E402
 from edgekd.export.runner import RunnerConfig  # noqa: E402
 from edgekd.export.runtimes import open_runner  # noqa: E402
@@ -354,11 +354,7 @@ def main(argv: list[str] | None = None) -> int:
               "draws": a.draws, "seed": a.seed, "margins": MARGINS, "alphas": ALPHAS, "pools": summaries,
               "recommendation": recommend(summaries), "seconds": time.time() - t0,
               "machine": {**cpu_info(), "omp_threads": os.environ.get("OMP_NUM_THREADS"), "loadavg_end": os.getloadavg()}}
-    a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "gate_margins.json").write_text(json.dumps(result, indent=2) + "\n")
-    md = write_md(result)
-    (a.out / "gate_margins.md").write_text(md)
-    print(md)
+    write_results(a.out, "gate_margins", result, write_md(result))
     return 0
 
 

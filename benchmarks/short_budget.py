@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from edgekd import train  # noqa: E402
 from edgekd.config import load_config  # noqa: E402
+from benchmarks.results_io import write_results  # noqa: E402
 from edgekd.export.bench import cpu_info  # noqa: E402
 
 OUT = REPO / "benchmarks" / "results"
@@ -161,11 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         "preset_variant": preset_variant(preset),
         "machine": {**cpu_info(), "loadavg_end": os.getloadavg()}, "seconds": time.time() - t0,
     }
-    a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "short_budget.json").write_text(json.dumps(result, indent=2) + "\n")
-    md = write(result)
-    (a.out / "short_budget.md").write_text(md)
-    print(md)
+    write_results(a.out, "short_budget", result, write(result))
     return 0
 
 
