@@ -175,17 +175,33 @@ def build_data(cfg: TrainConfig, rundir: RunDir, accelerator: Accelerator) -> Da
                 parts["test"].attributes)
 
 
-def make_loaders(cfg: TrainConfig, method: Method, data: Data, world: int):
+def channels_last(setting: bool | None, student: torch.nn.Module) -> bool:
+    """Whether batches reach the networks in channels-last (NHWC) memory order; None = auto: where the student
+    has BatchNorm (EfficientNet-Lite, ResNet-style), whose depthwise convolutions and batch norms oneDNN runs
+    far faster on NHWC on a CPU; ViT and ConvNeXt gain nothing there (benchmarks/results/channels_last.md).
+    Only the input's order changes: the weights stay contiguous, so checkpoints and students are unchanged."""
+    if setting is not None:
+        return setting
+    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in student.modules())
+
+
+def nhwc_collate(batch: list) -> list:
+    """default_collate, with every image batch (4-D tensor) in channels-last order."""
+    out = torch.utils.data.default_collate(batch)
+    return [t.contiguous(memory_format=torch.channels_last) if torch.is_tensor(t) and t.ndim == 4 else t for t in out]
+
+
+def make_loaders(cfg: TrainConfig, method: Method, data: Data, world: int, nhwc: bool):
     """(train, val or None, test) loaders; the training one iterates what the method makes of the subset."""
     train_ds = method.train_dataset(data.train, data.train_labels)
-    bs = cfg.optim.batch_size
+    bs, collate = cfg.optim.batch_size, nhwc_collate if nhwc else None
     # drop a ragged last batch (BatchNorm fails on a batch of 1) unless the set is smaller than a batch
     train = torch.utils.data.DataLoader(train_ds, batch_size=bs, shuffle=True, drop_last=len(train_ds) >= bs * world,
-                                        num_workers=cfg.num_workers)
+                                        num_workers=cfg.num_workers, collate_fn=collate)
 
     def eval_loader(ds):
         return torch.utils.data.DataLoader(ds, batch_size=cfg.optim.eval_batch_size, shuffle=False,
-                                           num_workers=cfg.num_workers) if ds is not None else None
+                                           num_workers=cfg.num_workers, collate_fn=collate) if ds is not None else None
 
     return train, eval_loader(data.val), eval_loader(data.test)
 
@@ -238,8 +254,9 @@ def prepare_run(cfg: TrainConfig, accelerator: Accelerator, method: Method, rund
     data = build_data(cfg, rundir, accelerator)
     if accelerator.is_main_process:
         rundir.write_config(cfg)
-    train_loader, val_loader, test_loader = make_loaders(cfg, method, data, accelerator.num_processes)
     nets = method.build(len(data.classes))
+    train_loader, val_loader, test_loader = make_loaders(cfg, method, data, accelerator.num_processes,
+                                                         channels_last(cfg.channels_last, nets.student))
     optimizer = build_optimizer(nets.student, cfg.optim)
     nets.student, optimizer, train_loader, test_loader = accelerator.prepare(nets.student, optimizer, train_loader,
                                                                              test_loader)

