@@ -72,7 +72,9 @@ PTQ_VARIANTS = [("qoperator", "minmax", (*STEM, "conv_dw"), False), ("qoperator"
                 ("qdq", "minmax", STEM, False),
                 ("qoperator", "minmax", STEM, True), ("qoperator", "percentile", STEM, True),
                 ("qoperator", "minmax", (*STEM, FIRST_DW), False), ("qoperator", "percentile", (*STEM, FIRST_DW), False),
-                ("qoperator", "minmax", (*STEM, FIRST_DW), True), ("qoperator", "percentile", (*STEM, FIRST_DW), True)]
+                ("qoperator", "minmax", (*STEM, FIRST_DW), True), ("qoperator", "percentile", (*STEM, FIRST_DW), True),
+                ("qoperator", "mean-minmax", STEM, False), ("qdq", "mean-minmax", STEM, False),
+                ("qoperator", "mean-minmax", (*STEM, FIRST_DW), False)]
 
 
 def ptq_rows(plan, ref, int8, test, test_ref, work: Path, threads: int) -> list[dict]:

@@ -28,7 +28,9 @@ if TYPE_CHECKING:
 
 BASE_OP_TYPES = ("Conv", "MatMul", "Gemm")
 QUANT_FORMATS = ("qoperator", "qdq", "qdq_s8s8")  # QOperator U8S8, QDQ U8S8, QDQ S8S8
-CALIB_METHODS = ("minmax", "entropy", "percentile")
+#: mean-minmax = each image's min/max, averaged over the images (NNCF's default aggregation), where minmax takes
+#: the extremes of all of them: a few outlier images no longer set a tensor's range
+CALIB_METHODS = ("minmax", "mean-minmax", "entropy", "percentile")
 
 #: pseudo op type: a MatMul whose inputs are both activations (attention q@k^T and attn@v)
 ACTIVATION_MATMUL = "ActivationMatMul"
@@ -254,12 +256,14 @@ def quantize_onnx(src: Path, dst: Path, calib: CalibrationSet, architecture: str
     if corrected is not None:
         onnx.save(proto, str(pre))
     input_name = proto.graph.input[0].name
-    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-              "percentile": CalibrationMethod.Percentile}[cfg.calib_method]
-    extra = {"ActivationSymmetric": cfg.symmetric_activations, "WeightSymmetric": True, **cfg.extra}
+    method = {"minmax": CalibrationMethod.MinMax, "mean-minmax": CalibrationMethod.MinMax,
+              "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}[cfg.calib_method]
+    mean = cfg.calib_method == "mean-minmax"  # ORT averages the ranges of the batches it is fed: feed single images
+    extra = {"ActivationSymmetric": cfg.symmetric_activations, "WeightSymmetric": True,
+             **({"CalibMovingAverage": True} if mean else {}), **cfg.extra}
     s8_act = cfg.symmetric_activations or cfg.quant_format == "qdq_s8s8"
     quantize_static(
-        str(pre), str(dst), _reader(calib, input_name, cfg.calib_batch),
+        str(pre), str(dst), _reader(calib, input_name, 1 if mean else cfg.calib_batch),
         quant_format=QuantFormat.QOperator if cfg.quant_format == "qoperator" else QuantFormat.QDQ,
         activation_type=QuantType.QInt8 if s8_act else QuantType.QUInt8,
         weight_type=QuantType.QInt8, per_channel=cfg.per_channel, reduce_range=cfg.reduce_range,

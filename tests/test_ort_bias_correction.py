@@ -1,4 +1,5 @@
-"""NNCF's fast bias correction ahead of ONNX Runtime's quantizer (edgekd.export.ort_quant), on a tiny CNN."""
+"""ONNX Runtime's quantizer as edgekd.export.ort_quant drives it, on a tiny CNN: NNCF's fast bias correction ahead
+of it, and the mean-minmax calibration."""
 
 from __future__ import annotations
 
@@ -74,3 +75,20 @@ def test_bias_corrected_ort_int8_is_int8_with_other_biases(tmp_path: Path, calib
     conv_bias = lambda p: [numpy_helper.to_array(i) for i in onnx.load(str(p)).graph.initializer  # noqa: E731
                            if i.data_type == TensorProto.INT32]
     assert any(not np.array_equal(a, b) for a, b in zip(conv_bias(plain), conv_bias(corrected), strict=True))
+
+
+def test_mean_minmax_ranges_ignore_one_outlier_image(tmp_path: Path, calib: CalibrationSet):
+    src = _tiny_cnn(tmp_path / "f.onnx")
+    x = calib.x.copy()
+    x[0] *= 50  # one image far outside the others
+    outlier = CalibrationSet(x, calib.labels, calib.paths)
+
+    def input_scale(method: str) -> float:
+        dst = tmp_path / f"int8_{method}.onnx"
+        quantize_onnx(src, dst, outlier, "cnn", OrtQuantConfig(keep_float=(), calib_method=method))
+        q = onnx.load(str(dst))
+        node = next(n for n in q.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "input")
+        return float(next(numpy_helper.to_array(i) for i in q.graph.initializer if i.name == node.input[1]))
+
+    extreme, mean = input_scale("minmax"), input_scale("mean-minmax")
+    assert mean < extreme / 5  # the outlier sets minmax's range; averaged over 32 images it barely moves it
