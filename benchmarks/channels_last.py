@@ -1,6 +1,6 @@
 """Training-step time with channels-last (NHWC) input batches vs contiguous (NCHW), side by side.
 
-What `edgekd.train.channels_last` decides from: one `ours`-style step (forward + backward of S, a
+What the trainer's `channels_last` default rests on: one `ours`-style step (forward + backward of S, a
 no-grad forward of S', AdamW step) per call, for each student at its size, the two input orders
 timed in interleaved rounds (same background load for both); the median of each round, the best
 round kept. Only the input's order changes, as in the trainer: weights stay contiguous.
@@ -76,10 +76,11 @@ def markdown(res: dict) -> str:
              "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['model']} | {r['px']} | {r['batch']} | {r['has_batchnorm']} | {r['contiguous_s']} | "
               f"{r['channels_last_s']} | {r['speedup']}x |" for r in res["rows"]]
-    bn = [r["speedup"] for r in res["rows"] if r["has_batchnorm"]]
-    other = [r["speedup"] for r in res["rows"] if not r["has_batchnorm"]]
-    lines += ["", f"BatchNorm students: {min(bn)}-{max(bn)}x; the others: {min(other)}-{max(other)}x. "
-              "`channels_last: null` (auto) turns NHWC on exactly where the student has BatchNorm."]
+    slowest = min(res["rows"], key=lambda r: r["speedup"])
+    lines += ["", f"Slowest case {slowest['model']} at {slowest['px']} px: {slowest['speedup']}x. The trainer's "
+              "`channels_last` (default true) feeds NHWC batches"
+              + (" everywhere: no student here trains slower with it." if slowest["speedup"] >= 0.95 else
+                 f"; {slowest['model']} trains slower with it: set channels_last=false for it.")]
     return "\n".join(lines) + "\n"
 
 

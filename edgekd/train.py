@@ -175,16 +175,6 @@ def build_data(cfg: TrainConfig, rundir: RunDir, accelerator: Accelerator) -> Da
                 parts["test"].attributes)
 
 
-def channels_last(setting: bool | None, student: torch.nn.Module) -> bool:
-    """Whether batches reach the networks in channels-last (NHWC) memory order; None = auto: where the student
-    has BatchNorm (EfficientNet-Lite, ResNet-style), whose depthwise convolutions and batch norms oneDNN runs
-    far faster on NHWC on a CPU; ViT and ConvNeXt gain nothing there (benchmarks/results/channels_last.md).
-    Only the input's order changes: the weights stay contiguous, so checkpoints and students are unchanged."""
-    if setting is not None:
-        return setting
-    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in student.modules())
-
-
 def nhwc_collate(batch: list) -> list:
     """default_collate, with every image batch (4-D tensor) in channels-last order."""
     out = torch.utils.data.default_collate(batch)
@@ -255,8 +245,7 @@ def prepare_run(cfg: TrainConfig, accelerator: Accelerator, method: Method, rund
     if accelerator.is_main_process:
         rundir.write_config(cfg)
     nets = method.build(len(data.classes))
-    train_loader, val_loader, test_loader = make_loaders(cfg, method, data, accelerator.num_processes,
-                                                         channels_last(cfg.channels_last, nets.student))
+    train_loader, val_loader, test_loader = make_loaders(cfg, method, data, accelerator.num_processes, cfg.channels_last)
     optimizer = build_optimizer(nets.student, cfg.optim)
     nets.student, optimizer, train_loader, test_loader = accelerator.prepare(nets.student, optimizer, train_loader,
                                                                              test_loader)

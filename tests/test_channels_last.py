@@ -1,13 +1,11 @@
-"""Channels-last batches for BatchNorm students (edgekd.train.channels_last): the decision and the loaders."""
+"""Channels-last input batches (TrainConfig.channels_last): the collate function and the loaders."""
 
 from types import SimpleNamespace
 
 import torch
-from torch import nn
-
 from edgekd.config import TrainConfig
 from edgekd.methods.base import Method
-from edgekd.train import channels_last, make_loaders, nhwc_collate
+from edgekd.train import make_loaders, nhwc_collate
 
 
 class Images(torch.utils.data.Dataset):
@@ -16,13 +14,6 @@ class Images(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         return torch.randn(3, 8, 8), i % 2
-
-
-def test_auto_is_on_for_batchnorm_students_only():
-    bn = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
-    ln = nn.Sequential(nn.Linear(3, 3), nn.LayerNorm(3))
-    assert channels_last(None, bn) and not channels_last(None, ln)
-    assert not channels_last(False, bn) and channels_last(True, ln)  # an explicit setting wins
 
 
 def test_collate_gives_nhwc_images_and_plain_labels():
@@ -35,6 +26,7 @@ def test_every_loader_follows_the_decision():
     data = SimpleNamespace(train=Images(), val=Images(), test=Images(), train_labels=[i % 2 for i in range(8)])
     cfg = TrainConfig()
     cfg.optim.batch_size = cfg.optim.eval_batch_size = 4
+    assert cfg.channels_last  # the default
     for nhwc in (True, False):
         for loader in make_loaders(cfg, Method(cfg), data, 1, nhwc):
             x = next(iter(loader))[0]
