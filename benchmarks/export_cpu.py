@@ -1,24 +1,31 @@
-"""CPU export benchmark: PyTorch eager FP32 vs ORT FP32/INT8 vs OpenVINO FP32/BF16/INT8, side by side.
+"""CPU export benchmark: what to deploy on this box. PyTorch eager FP32 vs ONNX Runtime FP32/INT8 vs
+OpenVINO FP32/INT8, side by side, each verified, and the product's deployment pick per model.
 
 Batch 1, 2 threads, on this machine. Models: ViT-T and ConvNeXt-F at 224 px (timm init: their
 ImageNet teachers for weight selection need the Hugging Face hub, which this offline box cannot
 reach; ConvNeXt with layer-scale 1.0 so residual branches are on), trained end to end for
 `--steps` steps (batch 16) at 224 px on Fashion-MNIST train images (the STAND-IN dataset; 28x28
 grey resized to 224 RGB) so accuracy/agreement are measured on trained networks; and any trainer
-run directory via `--runs NAME=RUN_DIR` (e.g. the quickstart's Lite0, trained AND served at 64 px).
+run directory via `--runs NAME=RUN_DIR` (e.g. a Lite0 trained at 224, or the quickstart's at 64 px).
 INT8 artifacts come from the same accuracy-aware code as `edgekd export` (ORT keep-float search,
 NNCF quantize_with_accuracy_control) on a validation slice of the TRAINING manifest; calibration:
-class-stratified training images; accuracy/agreement: test images vs PyTorch on the same tensors.
-OpenVINO rows come twice: f32 pinned (every non-INT8 op in FP32: the INT8 claim) and the device
-default (BF16 for non-INT8 ops on AVX-512 BF16 / AMX CPUs: a BF16 claim). The CPU model and ISA
-flags are recorded on every row.
+class-stratified training images. For ViTs, ONNX Runtime INT8 also comes in the forms that decide
+its ViT default: static MatMul-only, and ORT's own recipe for transformers (its transformer
+optimizer, then dynamic INT8 of the MatMuls). OpenVINO rows come twice: f32 pinned (every non-INT8
+op in FP32: the INT8 claim) and the device default (BF16 for the non-INT8 ops where the CPU has
+AVX-512-BF16 / AMX, f32 elsewhere); every row records the precision its runtime resolved (`runs`).
+
+Each row is checked by the product's verify (`edgekd.export.verify`: default thresholds for the
+precision that ran, plus the per-class gate) on test images vs PyTorch on the same tensors; INT8
+rows carry the share of their MACs in INT8 kernels (`edgekd.export.int8_share`); the product's rule
+(`edgekd.export.pick.choose`) names each model's pick. The CPU model and ISA flags are on every
+row, and the record is named by the CPU (`export_cpu-<cpu>`), so each machine's sits beside the others.
 
 Latency: every backend is timed in the same process, interleaved, `--repeats` rounds of `--iters`
 calls after warm-up; each backend's p50 is the best (lowest) of its per-round medians, which
-filters out other processes sharing the 2 cores. Artifacts come from the same code as
-`edgekd export` (edgekd.export.*).
+filters out other processes sharing the 2 cores.
 
-    .venv/bin/python benchmarks/export_cpu.py [--models vit_tiny_patch16_224,convnext_femto,tf_efficientnet_lite0]
+    .venv/bin/python benchmarks/export_cpu.py [--models vit_tiny_patch16_224,convnext_femto] [--runs lite0=RUN_DIR]
 """
 
 from __future__ import annotations
@@ -26,17 +33,38 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import sys
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from results_io import write_results  # noqa: E402
+
+if TYPE_CHECKING:
+    from edgekd.export.calibration import CalibrationSet
+    from edgekd.export.int8_accuracy import QuantReport
+    from edgekd.export.int8_share import Int8Share
+    from edgekd.export.ort_quant import OrtQuantConfig
+    from edgekd.export.pick import Candidate, Pick
+    from edgekd.export.runner import Predictor, Runner
+    from edgekd.export.source import RunSource
+    from edgekd.export.verify import VerifyResult
+
 RESULTS = ROOT / "benchmarks" / "results"
+#: the first CPU's record (AMD EPYC, AVX-512 VNNI + BF16); other CPUs' sit beside it as export_cpu-<cpu>
+FIRST_RECORD = "export_cpu"
+#: issue 18's done-when: each model's pick passes verify at >= this many times PyTorch eager (batch 1)
+TARGET_X = 4.0
+REFERENCE = "pytorch-eager"  # the PyTorch eager row's name: the speed-up baseline and verify's reference
 MODELS = {
     "vit_tiny_patch16_224": {"kwargs": {}, "weights": None, "label": "ViT-T", "lr": 5e-4},
     "convnext_femto": {"kwargs": {"ls_init_value": 1.0}, "weights": None, "label": "ConvNeXt-F", "lr": 1e-3},
@@ -54,7 +82,7 @@ class Args:
     calib_size: int
     test_per_class: int
     work: Path
-    out: str
+    out: str | None  # None: export_cpu-<cpu slug>
     steps: int
     results_dir: Path
     train_size: int
@@ -77,10 +105,15 @@ def parse(argv: list[str]) -> Args:
     ap.add_argument("--calib-size", type=int, default=300)
     ap.add_argument("--test-per-class", type=int, default=50)
     ap.add_argument("--work", type=Path, default=Path("/tmp/edgekd_bench_export_cpu"))
-    ap.add_argument("--out", default="export_cpu", help="results/NAME.json + .md")
+    ap.add_argument("--out", default=None, help="results/NAME.json + .md (default: export_cpu-<cpu model>)")
     a = ap.parse_args(argv)
     return Args([m for m in a.models.split(",") if m], a.threads, a.repeats, a.iters, a.probe_per_class, a.calib_size,
                 a.test_per_class, a.work, a.out, a.steps, a.results_dir, a.train_size, a.runs, a.test_limit)
+
+
+def cpu_slug(cpu_model: str) -> str:
+    """`Intel(R) Xeon(R) Processor @ 2.60GHz` -> `intel-r-xeon-r-processor-2-60ghz`: one record name per CPU."""
+    return re.sub(r"[^a-z0-9]+", "-", cpu_model.lower()).strip("-")
 
 
 def fashion_manifests(work: Path, probe_per_class: int, calib_per_class: int, test_per_class: int) -> dict[str, Path]:
@@ -140,9 +173,8 @@ def make_student(name: str, work: Path, manifests: dict[str, Path], threads: int
     import torch
 
     from edgekd.data import Manifest
-    from edgekd.models import load_teacher, save_student
+    from edgekd.models import load_teacher, resolve_preprocess, save_student
     from edgekd.shared.card import StudentCard
-    from edgekd.models import resolve_preprocess
 
     run = work / name
     if (run / "model.json").exists():
@@ -178,28 +210,44 @@ def make_student(name: str, work: Path, manifests: dict[str, Path], threads: int
     return run
 
 
+def artifact_paths(out: Path, architecture: str) -> dict[str, Path]:
+    """Every artifact of one model by key; the ViT-only ONNX Runtime INT8 forms for ViTs only."""
+    from edgekd.export.ort_quant import arch_family
+
+    onnx, ov = out / "onnx", out / "openvino"
+    arts = {"onnx": onnx / "model.onnx", "onnx_b1": onnx / "model.b1.onnx", "ort_int8": onnx / "model.int8.onnx",
+            "ort_s8s8": onnx / "model.int8.s8s8.onnx", "ort_mean_minmax": onnx / "model.int8.mean-minmax.onnx",
+            "ov_fp32": ov / "model.fp32.xml", "ov_int8": ov / "model.int8.xml"}
+    if arch_family(architecture) == "vit":
+        arts.update({f"ort_fusions_{m}": onnx / f"model.int8.fusions-{m}.onnx" for m in other_fusion_modes()})
+        arts.update({"ort_static_matmul": onnx / "model.int8.static-matmul.onnx",
+                     "ort_dynamic_matmul": onnx / "model.int8.dynamic-matmul.onnx"})
+    return arts
+
+
+def other_fusion_modes() -> list[str]:
+    """The transformer-fusion modes besides the one `edgekd export` quantizes after."""
+    from edgekd.export.ort_quant import FUSION_MODES, OrtQuantConfig, fusion_mode
+
+    return [m for m in FUSION_MODES if m != fusion_mode(OrtQuantConfig())]
+
+
 def build_artifacts(run: Path, calib_size: int, threads: int) -> tuple[dict[str, Path], dict]:
     """Same modules as `edgekd export`: ONNX (+b1), accuracy-aware ORT INT8 (CPU default form) and
-    the same float nodes in the other forms, OpenVINO FP32 + accuracy-aware NNCF INT8."""
-    from dataclasses import asdict, replace
+    the same float nodes in the other forms, OpenVINO FP32 + accuracy-aware NNCF INT8. Cached in
+    RUN/bench_export/ (the searches take minutes); returns the paths and what each build recorded."""
+    from dataclasses import replace
 
     from edgekd.export import openvino_export as ovx
-    from edgekd.export.int8_accuracy import AccuracyTarget, ValidationSet
+    from edgekd.export.int8_accuracy import AccuracyTarget
     from edgekd.export.onnx_export import export_onnx
-    from edgekd.export.ort_quant import (FUSION_MODES, OrtQuantConfig, arch_family, fusion_mode, quantize_accuracy_aware,
-                                         quantize_onnx)
+    from edgekd.export.ort_quant import OrtQuantConfig, quantize_accuracy_aware, quantize_onnx
     from edgekd.export.source import TorchRunner, resolve_run
     from edgekd.export.verify import Thresholds
 
     src = resolve_run(run)
     out = run / "bench_export"
-    arts = {"onnx": out / "onnx" / "model.onnx", "onnx_b1": out / "onnx" / "model.b1.onnx",
-            "ort_int8": out / "onnx" / "model.int8.onnx", "ort_s8s8": out / "onnx" / "model.int8.s8s8.onnx",
-            "ov_fp32": out / "openvino" / "model.fp32.xml", "ov_int8": out / "openvino" / "model.int8.xml"}
-    vit = arch_family(src.architecture) == "vit"
-    other_fusions = [m for m in FUSION_MODES if vit and m != fusion_mode(OrtQuantConfig())]
-    if vit:
-        arts.update({f"ort_fusions_{m}": out / "onnx" / f"model.int8.fusions-{m}.onnx" for m in other_fusions})
+    arts = artifact_paths(out, src.architecture)
     if all(p.exists() for p in arts.values()) and (out / "build.json").exists():
         return arts, json.loads((out / "build.json").read_text())
     torch_runner = TorchRunner(src.weights, threads)
@@ -210,170 +258,424 @@ def build_artifacts(run: Path, calib_size: int, threads: int) -> tuple[dict[str,
     info: dict = {"calib_images": len(calib), "validation_images": len(val), "target": str(target)}
     t = time.perf_counter()
     ort_int8 = quantize_accuracy_aware(arts["onnx"], arts["ort_int8"], calib, val, src.architecture, cfg, target, threads)
-    info["ort_int8"] = asdict(ort_int8)
-    info["ort_int8_s"] = time.perf_counter() - t
+    info["ort_int8"], info["ort_int8_s"] = asdict(ort_int8), time.perf_counter() - t
     same = replace(cfg, exclude_nodes=tuple(ort_int8.searched_float_nodes))
     info["ort_s8s8"] = asdict(quantize_onnx(arts["onnx"], arts["ort_s8s8"], calib, src.architecture,
                                             replace(same, quant_format="qdq_s8s8")))
-    for m in other_fusions:
-        info[f"ort_fusions_{m}"] = asdict(quantize_onnx(arts["onnx"], arts[f"ort_fusions_{m}"], calib, src.architecture,
-                                                        replace(same, transformer_fusions=m)))
+    info["ort_mean_minmax"] = asdict(quantize_onnx(arts["onnx"], arts["ort_mean_minmax"], calib, src.architecture,
+                                                   replace(same, calib_method="mean-minmax")))
+    if "ort_dynamic_matmul" in arts:
+        info.update(_build_vit_ort_forms(arts, calib, src.architecture, same))
     ovm = ovx.convert(arts["onnx"])
     ovx.save_ir(ovm.clone(), arts["ov_fp32"], "fp32")
     t = time.perf_counter()
     q, ov_int8 = ovx.quantize_accuracy_aware(ovm.clone(), calib, val, src.architecture, target, threads=threads)
-    info["ov_int8"] = asdict(ov_int8)
     ovx.save_ir(q, arts["ov_int8"], "int8")
-    info["ov_int8_s"] = time.perf_counter() - t
+    info["ov_int8"], info["ov_int8_s"] = asdict(ov_int8), time.perf_counter() - t
     (out / "build.json").write_text(json.dumps(info, indent=1, default=str))
-    return arts, info
+    return arts, json.loads((out / "build.json").read_text())  # plain JSON, as a cached build returns it
 
 
-def _calibration(src, calib_size: int, torch_runner) -> tuple:
+def _build_vit_ort_forms(arts: dict[str, Path], calib: CalibrationSet, architecture: str,
+                        same: OrtQuantConfig) -> dict[str, dict]:
+    """The ORT INT8 forms weighed against today's for the ViT default (issue 18 point 4): the other
+    transformer-fusion modes and static MatMul-only, each with the accuracy-aware form's float nodes
+    (`same`), and ORT's dynamic recipe for transformers."""
+    from dataclasses import replace
+
+    from edgekd.export.ort_quant import quantize_onnx
+
+    static = {f"ort_fusions_{m}": replace(same, transformer_fusions=m) for m in other_fusion_modes()}
+    static["ort_static_matmul"] = replace(same, op_types=("MatMul",))
+    info = {k: asdict(quantize_onnx(arts["onnx"], arts[k], calib, architecture, c)) for k, c in static.items()}
+    info["ort_dynamic_matmul"] = asdict(quantize_dynamic_matmul(arts["onnx"], arts["ort_dynamic_matmul"], architecture))
+    return info
+
+
+def quantize_dynamic_matmul(src: Path, dst: Path, architecture: str) -> QuantReport:
+    """ORT's recipe for transformers: its transformer optimizer (SkipLayerNormalization, BiasGelu and
+    Attention fused), then `quantize_dynamic` of the MatMuls with constant weights (activations are
+    quantized per call from their own range: no calibration). The fused Attention node holds the
+    q/k/v MatMuls, so it is quantized too (QAttention): MatMul alone would leave that quarter of the
+    linear MACs float. S8 weights per output channel: the per-column scales cost nothing in the
+    integer kernels and keep the columns with large weights from setting everyone's scale. The
+    edgekd metadata is copied from the float ONNX as `quantize_onnx` does, so the runners and verify
+    open it like any INT8 artifact."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from edgekd.export import metadata
+    from edgekd.export.int8_accuracy import QuantReport
+    from edgekd.export.ort_quant import OrtQuantConfig, has_vnni, prepare_float
+
+    pre = dst.with_name(dst.stem + ".pre.onnx")
+    fusions = prepare_float(src, pre, architecture, OrtQuantConfig(transformer_fusions="all"))
+    reduce_range = not has_vnni()  # as OrtQuantConfig.for_cpu: 7-bit weights only where u8s8 could saturate
+    quantize_dynamic(str(pre), str(dst), op_types_to_quantize=["MatMul", "Attention"], per_channel=True,
+                     reduce_range=reduce_range, weight_type=QuantType.QInt8)
+    pre.unlink()
+    q = onnx.load(str(dst))
+    metadata.set_onnx_metadata(q, {**metadata.read_metadata(src), "precision": "int8"})
+    onnx.checker.check_model(q)
+    onnx.save(q, str(dst))
+    return QuantReport(scheme=f"ORT dynamic MatMul + Attention u8/s8 per-channel{', reduce_range' if reduce_range else ''} "
+                              "after ORT's transformer optimizer", calib_images=0, float_nodes=[], fusions=fusions)
+
+
+def _calibration(src: RunSource, calib_size: int, torch_runner: Predictor) -> tuple:
     """Calibration + validation slice (training manifest only), as in `edgekd export`."""
-    from edgekd.export.calibration import CalibrationConfig, build_calibration, build_validation
+    from edgekd.export.calibration import DEFAULT_VAL_SIZE, CalibrationConfig, build_calibration, build_validation
     from edgekd.export.int8_accuracy import ValidationSet
 
-    pp = src.meta["preprocess"]
+    pp = src.meta.preprocess
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         calib = build_calibration(str(src.train_manifest), pp, CalibrationConfig(size=calib_size))
-    images = build_validation(str(src.train_manifest), pp, 2000, calib.paths)
+    images = build_validation(str(src.train_manifest), pp, DEFAULT_VAL_SIZE, calib.paths)
     ref = np.concatenate([torch_runner.predict(images.x[i : i + 32]) for i in range(0, len(images), 32)])
     return calib, ValidationSet(images, ref)
 
 
-def backends(arts: dict[str, Path], threads: int) -> list[tuple[str, str, str, object, object]]:
-    """(backend, precision, config, latency runner (static batch 1), verify runner (dynamic))."""
-    from edgekd.export.runner import RunnerConfig
-    from edgekd.export.runtimes import open_runner
+@dataclass(frozen=True)
+class RowSpec:
+    """One candidate to verify and time: which artifact, how it is opened, how it was built."""
 
-    def pair(key: str, static_key: str | None = None, ovp: str | None = "f32") -> tuple[object, object]:
-        mk = lambda k, b: open_runner(arts[k], RunnerConfig(threads=threads, static_batch=b, inference_precision=ovp))  # noqa: E731
-        return mk(static_key or key, 1), mk(key, None)
+    name: str  # unique per model: the pick's candidate name
+    backend: str  # onnxruntime | openvino
+    precision: str  # what the file holds: fp32 | int8
+    art: str  # key of `artifact_paths`: the file verified, measured and picked
+    config: str
+    hint: str | None = "f32"  # OpenVINO INFERENCE_PRECISION_HINT; None = the device's default
+    timed_art: str | None = None  # time this file instead (ORT FP32: the static batch-1 export)
 
-    rows = [("onnxruntime", "fp32", "static b1 ONNX, ORT_ENABLE_ALL", *pair("onnx", "onnx_b1")),
-            ("onnxruntime", "int8", "QOperator U8S8 (CPU default), accuracy-aware", *pair("ort_int8")),
-            ("onnxruntime", "int8", "QDQ S8S8, same float nodes", *pair("ort_s8s8"))]
-    for key in (k for k in arts if k.startswith("ort_fusions_")):
-        rows.append(("onnxruntime", "int8", f"QOperator U8S8, transformer fusions: {key[12:]}, same float nodes", *pair(key)))
-    return rows + [
-        ("openvino", "fp32", "f32 pinned", *pair("ov_fp32")),
-        ("openvino", "bf16-default", "device default (BF16 where the CPU has it)", *pair("ov_fp32", ovp=None)),
-        ("openvino", "int8", "NNCF accuracy-aware, f32 pinned (INT8 + FP32 rest)", *pair("ov_int8")),
-        ("openvino", "int8-default", "NNCF accuracy-aware, device default (INT8 + BF16 rest)", *pair("ov_int8", ovp=None)),
+
+def row_specs(arts: dict[str, Path]) -> list[RowSpec]:
+    """Every candidate of one model. Each backend's f32-pinned FP32 row comes first: it is what
+    `vs_runtime_fp32` divides by."""
+    ort, ov = "onnxruntime", "openvino"
+    specs = [RowSpec("ort-fp32", ort, "fp32", "onnx", "static b1 ONNX, ORT_ENABLE_ALL", timed_art="onnx_b1"),
+             RowSpec("ort-int8", ort, "int8", "ort_int8", "QOperator U8S8 (CPU default), accuracy-aware"),
+             RowSpec("ort-int8-s8s8", ort, "int8", "ort_s8s8", "QDQ S8S8, same float nodes"),
+             RowSpec("ort-int8-mean-minmax", ort, "int8", "ort_mean_minmax",
+                     "QOperator U8S8, mean-minmax calibration, same float nodes")]
+    vit_forms = {f"ort_fusions_{m}": (f"ort-int8-fusions-{m}", f"QOperator U8S8, transformer fusions: {m}, same float nodes")
+                 for m in other_fusion_modes()}
+    vit_forms["ort_static_matmul"] = ("ort-int8-static-matmul", "QOperator U8S8, MatMul only, same float nodes")
+    vit_forms["ort_dynamic_matmul"] = ("ort-int8-dynamic-matmul", "dynamic MatMul + Attention S8 per-channel after ORT's "
+                                                                   "transformer optimizer (ORT's transformer recipe)")
+    specs += [RowSpec(name, ort, "int8", key, config) for key, (name, config) in vit_forms.items() if key in arts]
+    return specs + [
+        RowSpec("ov-fp32", ov, "fp32", "ov_fp32", "f32 pinned"),
+        RowSpec("ov-fp32-default", ov, "fp32", "ov_fp32", "device default hint (BF16 where the CPU has it)", hint=None),
+        RowSpec("ov-int8", ov, "int8", "ov_int8", "NNCF accuracy-aware, rest f32 pinned"),
+        RowSpec("ov-int8-default", ov, "int8", "ov_int8", "NNCF accuracy-aware, rest at the device default", hint=None),
     ]
 
 
-def bench_model(name: str, run: Path, a: Args, isa: str) -> list[dict]:
-    from edgekd.export.batches import iter_batches, manifest_items
+@dataclass
+class Opened:
+    """A RowSpec's runners: static batch 1 for latency, dynamic batch for verify."""
+
+    spec: RowSpec
+    path: Path  # the verified artifact
+    latency: Runner
+    verify: Runner
+    verified_as: str  # the precision verify holds it to: the one its runtime runs (`runtimes.ran_as`)
+
+    @property
+    def runs(self) -> str:
+        """The float precision the runtime computes in: OpenVINO's resolved hint; ORT runs the file's
+        (FP32, for an INT8 file's float remainder too)."""
+        return self.verify.compute_precision or "fp32"
+
+
+def open_spec(spec: RowSpec, arts: dict[str, Path], threads: int) -> Opened:
+    from edgekd.export.runner import RunnerConfig
+    from edgekd.export.runtimes import open_runner, open_to_verify
+
+    def cfg(batch: int | None) -> RunnerConfig:
+        return RunnerConfig(threads=threads, static_batch=batch, inference_precision=spec.hint)
+
+    runner, verified_as = open_to_verify(arts[spec.art], spec.precision, cfg(None))
+    return Opened(spec, arts[spec.art], open_runner(arts[spec.timed_art or spec.art], cfg(1)), runner, verified_as)
+
+
+def measure_int8_share(path: Path) -> Int8Share:
+    """Read from the runtime at the f32 hint; the device-default INT8 row runs the same INT8 kernels
+    (the hint sets the precision of the float remainder only)."""
+    from edgekd.export.int8_share import openvino_int8_share, ort_int8_share
+
+    return ort_int8_share(path) if path.suffix == ".onnx" else openvino_int8_share(path)
+
+
+def time_interleaved(runners: list[Predictor], x1: np.ndarray, a: Args) -> list[list[float]]:
+    """Per runner, its median latency (ms) in each of `a.repeats` rounds; each round times every
+    runner in turn, so all of them see the same background load."""
     from edgekd.export.bench import BenchConfig, time_calls
+
+    cfg = BenchConfig(warmup=10, iters=a.iters, max_seconds=60)
+    medians: list[list[float]] = [[] for _ in runners]
+    for _ in range(a.repeats):
+        for m, r in zip(medians, runners):
+            m.append(float(np.median(time_calls(partial(r.predict, x1), cfg))))
+    return medians
+
+
+@dataclass
+class Row:
+    """One line of the table and of the JSON record."""
+
+    model: str
+    label: str
+    input_px: int
+    name: str  # candidate name, unique per model
+    backend: str  # pytorch | onnxruntime | openvino
+    precision: str  # what the file holds: fp32 | int8
+    precision_label: str  # the precision column: int8 (94 %), fp32 (runs bf16), ...
+    runs: str  # the float precision the runtime computed in (OpenVINO: its resolved hint)
+    verified_as: str | None  # the precision verify held it to; None = the reference
+    device_default: bool  # OpenVINO compiled without a precision hint: `runs` is what the device chose
+    config: str
+    isa: str
+    p50_ms: float
+    p50_ms_rounds: list[float]
+    speedup_vs_torch: float
+    vs_runtime_fp32: float  # that backend's FP32 row p50 / this row's
+    verdict: str  # reference | PASS | FAIL: reasons | FLOAT FALLBACK
+    passes_verify: bool | None  # verify's own answer (overall thresholds + per-class gate)
+    gate: str | None  # the per-class gate's outcome
+    int8_share: float | None  # INT8 rows: share of the Conv/MatMul/Gemm MACs run by INT8 kernels
+    int8_kernels: dict[str, int] | None  # INT8 rows: MACs by executed kernel
+    accuracy: float
+    accuracy_drop: float
+    agreement: float
+    max_abs_diff: float
+    cosine: float
+    size_mb: float
+    path: str
+    test_images: int
+    training: str
+
+
+@dataclass
+class Timings:
+    """One model's interleaved latencies, and the ratios every row reports from them."""
+
+    rounds: dict[str, list[float]]  # candidate name -> per-round medians (ms)
+    fp32: dict[str, str]  # backend -> the name of its FP32 row
+
+    def p50(self, name: str) -> float:
+        return min(self.rounds[name])
+
+    def fields(self, name: str, backend: str) -> dict:
+        p50 = self.p50(name)
+        return {"p50_ms": round(p50, 3), "p50_ms_rounds": [round(m, 3) for m in self.rounds[name]],
+                "speedup_vs_torch": round(self.p50(REFERENCE) / p50, 3),
+                "vs_runtime_fp32": round(self.p50(self.fp32[backend]) / p50, 3)}
+
+
+
+def verdict(v: VerifyResult, share: Int8Share | None) -> str:
+    """FLOAT FALLBACK first: such an INT8 file is never the pick, whatever verify says of it."""
+    from edgekd.export.int8_share import is_float_fallback
+
+    if share is not None and is_float_fallback(share.share):
+        return "FLOAT FALLBACK"
+    return "PASS" if v.passed else "FAIL: " + "; ".join(v.reasons)
+
+
+def artifact_row(common: dict, o: Opened, v: VerifyResult, share: Int8Share | None, t: Timings) -> Row:
+    from edgekd.export.runtimes import precision_label
+
+    s = o.spec
+    return Row(**common, name=s.name, backend=s.backend, precision=s.precision,
+               precision_label=precision_label(s.precision, share.share if share else None, o.runs), runs=o.runs,
+               verified_as=o.verified_as, device_default=s.hint is None, config=s.config, **t.fields(s.name, s.backend), verdict=verdict(v, share),
+               passes_verify=v.passed, gate=v.gate.outcome.value if v.gate else None,
+               int8_share=round(share.share, 4) if share else None, int8_kernels=share.by_op if share else None,
+               accuracy=round(v.accuracy, 2), accuracy_drop=round(v.drop_pt, 2), agreement=round(v.agreement_pct, 2),
+               max_abs_diff=float(f"{v.max_abs_diff:.3g}"), cosine=round(v.mean_cosine, 5), size_mb=_size(o.path),
+               path=str(o.path))
+
+
+def reference_row(common: dict, weights: Path, accuracy: float, t: Timings) -> Row:
+    return Row(**common, name=REFERENCE, backend="pytorch", precision="fp32", precision_label="fp32", runs="fp32",
+               verified_as=None, device_default=False, config="eager, inference_mode", **t.fields(REFERENCE, "pytorch"), verdict="reference",
+               passes_verify=None, gate=None, int8_share=None, int8_kernels=None, accuracy=round(accuracy, 2),
+               accuracy_drop=0.0, agreement=100.0, max_abs_diff=0.0, cosine=1.0, size_mb=_size(weights),
+               path=str(weights))
+
+
+def _size(path: Path) -> float:
+    from edgekd.export.artifacts import artifact_files
+
+    return round(sum(f.stat().st_size for f in artifact_files(path)) / 1e6, 2)
+
+
+@dataclass
+class ModelResult:
+    name: str
+    label: str
+    rows: list[Row]  # the PyTorch reference first
+    build: dict  # what build_artifacts recorded (quantizer reports, search seconds)
+    pick: Pick | None
+    headline: str  # the pick's `why`, or why there is none
+
+    @property
+    def target(self) -> str:
+        """Issue 18's done-when for this model: its pick passes verify at >= TARGET_X eager."""
+        return "met" if self.pick and (self.pick.speedup_vs_eager or 0) >= TARGET_X else "not met"
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "build": self.build, "pick": self.pick.to_dict() if self.pick else None,
+                "headline": self.headline, f"pick_at_{TARGET_X:g}x_eager": self.target}
+
+
+def candidates(rows: list[Row]) -> list[Candidate]:
+    """The artifact rows as the product's pick sees them (verdict pass/fail from verify). A device-default
+    row whose float part ran fp32 is left out: it is its f32-pinned twin run again (as `edgekd export`
+    builds no BF16 candidate on a CPU without BF16), and timing noise alone would rank the two."""
+    from edgekd.export.pick import Candidate
+
+    return [Candidate(r.name, r.path, r.backend, r.precision, r.p50_ms, "pass" if r.passes_verify else "fail",
+                      gated=r.gate is not None, int8_share=r.int8_share, runs=r.runs)
+            for r in rows if r.backend != "pytorch" and not (r.device_default and r.runs == "fp32")]
+
+
+def bench_model(name: str, run: Path, a: Args, isa: str, cpu: str) -> ModelResult:
+    from edgekd.export.batches import iter_batches, manifest_items
+    from edgekd.export.pick import choose, no_pick
     from edgekd.export.source import TorchRunner, resolve_run
     from edgekd.export.verify import Thresholds, verify
 
-    arts, info = build_artifacts(run, a.calib_size, a.threads)
+    arts, build = build_artifacts(run, a.calib_size, a.threads)
     src = resolve_run(run)
-    torch_runner = TorchRunner(src.weights, a.threads)
-    rows = backends(arts, a.threads)
-    items = manifest_items(src.test_manifest, src.meta["classes"])[: a.test_limit]
-    results = verify({f"{b}|{p}|{n}": (vr, "int8" if p.startswith("int8") else "fp32") for b, p, n, _, vr in rows}, torch_runner,
-                     iter_batches(items, src.meta["preprocess"], 32), Thresholds.parse(["fp32.agreement=0", "fp32.drop=100"]))
-    vres = {r.name: r for r in results}
-    x1 = next(iter_batches(items[:1], src.meta["preprocess"], 1))[0]
-    timed = [("pytorch", "fp32", "eager, inference_mode", torch_runner)] + [(b, p, n, lr) for b, p, n, lr, _ in rows]
-    cfg = BenchConfig(warmup=10, iters=a.iters, max_seconds=60)
-    medians: dict[int, list[float]] = {i: [] for i in range(len(timed))}
-    for _ in range(a.repeats):  # interleaved rounds: every backend sees the same background load
-        for i, (_, _, _, r) in enumerate(timed):
-            medians[i].append(float(np.median(time_calls(lambda: r.predict(x1), cfg))))
-    best = {i: min(v) for i, v in medians.items()}
-    size = src.meta["preprocess"]["input_size"][-1]
-    out = []
-    for i, (b, p, n, r) in enumerate(timed):
-        v = vres.get(f"{b}|{p}|{n}")
-        out.append({
-            "model": name, "label": MODELS.get(name, {}).get("label", name), "input_px": size, "backend": b, "precision": p,
-            "config": n, "isa": isa, "p50_ms": round(best[i], 3), "p50_ms_rounds": [round(m, 3) for m in medians[i]],
-            "speedup_vs_torch": round(best[0] / best[i], 3),
-            "accuracy": round(v.accuracy if v else results[0].reference_accuracy, 2),
-            "accuracy_drop": round(v.drop_pt, 2) if v else 0.0, "agreement": round(v.agreement_pct, 2) if v else 100.0,
-            "max_abs_diff": float(f"{v.max_abs_diff:.3g}") if v else 0.0, "cosine": round(v.mean_cosine, 5) if v else 1.0,
-            "passes_verify": (v.passed if p.startswith("int8") else None) if v else None, "test_images": len(items),
-            "size_mb": round(_size(r), 2), "training": src.meta.get("note", "trainer run " + str(run)),
-        })
-    out[0]["build"] = info
-    print_rows(out)
-    return out
+    reference = TorchRunner(src.weights, a.threads)
+    opened = [open_spec(s, arts, a.threads) for s in row_specs(arts)]
+    pp, classes = src.meta.preprocess, src.meta.classes
+    items = manifest_items(src.test_manifest, classes)[: a.test_limit]
+    checked = {r.name: r for r in verify({o.spec.name: (o.verify, o.verified_as) for o in opened}, reference,
+                                         iter_batches(items, pp, 32), thresholds=Thresholds(), classes=classes)}
+    x1 = next(iter_batches(items[:1], pp, 1))[0]
+    medians = time_interleaved([reference, *(o.latency for o in opened)], x1, a)
+    fp32 = {"pytorch": REFERENCE}
+    for o in opened:
+        if o.spec.precision == "fp32":
+            fp32.setdefault(o.spec.backend, o.spec.name)
+    t = Timings(dict(zip([REFERENCE, *(o.spec.name for o in opened)], medians)), fp32)
+    shares = {p: measure_int8_share(p) for p in dict.fromkeys(o.path for o in opened if o.spec.precision == "int8")}
+    label = MODELS.get(name, {}).get("label", name)
+    common = {"model": name, "label": label, "input_px": pp["input_size"][-1], "isa": isa, "test_images": len(items),
+              "training": src.meta.extra.get("note", f"trainer run {run}")}
+    rows = [reference_row(common, src.weights, next(iter(checked.values())).reference_accuracy, t)]
+    rows += [artifact_row(common, o, checked[o.spec.name], shares.get(o.path), t) for o in opened]
+    print_rows(rows)
+    cands = candidates(rows)
+    pick = choose(cands, cpu, t.p50(REFERENCE))
+    return ModelResult(name, label, rows, build, pick, pick.why if pick else no_pick(cands))
 
 
-def _size(r: object) -> float:
-    from edgekd.export.artifacts import artifact_files
-
-    p = Path(str(getattr(r, "path", "")))
-    return sum(f.stat().st_size for f in artifact_files(p)) / 1e6 if p.is_file() else 0.0
+COLS = ("label", "input_px", "name", "precision_label", "runs", "p50_ms", "speedup_vs_torch", "vs_runtime_fp32", "accuracy",
+        "accuracy_drop", "agreement", "gate", "verdict", "size_mb", "config", "isa")
 
 
-COLS = ("label", "input_px", "backend", "precision", "p50_ms", "speedup_vs_torch", "accuracy", "accuracy_drop", "agreement",
-        "passes_verify", "size_mb", "config", "isa")
-
-
-def print_rows(rows: list[dict]) -> None:
+def print_rows(rows: list[Row]) -> None:
     for r in rows:
-        print("  ".join(f"{r[c]}" for c in COLS), flush=True)
+        print("  ".join(f"{getattr(r, c)}" for c in COLS), flush=True)
 
 
-def _row(rows: list[dict], backend: str, precision: str, config_prefix: str = "") -> dict | None:
-    return next((r for r in rows if r["backend"] == backend and r["precision"] == precision
-                 and r["config"].startswith(config_prefix)), None)
-
-
-def findings(rows: list[dict], label: str) -> list[str]:
-    """Prose for one model, generated from its rows: which speed comes from INT8, which from BF16."""
-    m = [r for r in rows if r["label"] == label]
-    ov8, ov8d, bf16 = _row(m, "openvino", "int8"), _row(m, "openvino", "int8-default"), _row(m, "openvino", "bf16-default")
-    ort = [r for r in m if r["backend"] == "onnxruntime" and r["precision"] == "int8"]
-    fusions = m[0].get("build", {}).get("ort_int8", {}).get("fusions")
-    best_ort = max((r for r in ort if r["passes_verify"]), key=lambda r: r["speedup_vs_torch"], default=None)
-    ref = m[0]
-    out = [f"**{label}** ({ref['input_px']} px, test accuracy {ref['accuracy']} %; {ref['training']})."]
-    out.append(f"OpenVINO INT8 with every other op pinned to FP32: {ov8['speedup_vs_torch']}x eager "
-               f"({'passes' if ov8['passes_verify'] else 'FAILS'} verify: agreement {ov8['agreement']} %, drop {ov8['accuracy_drop']} pt) "
-               f"-> the INT8 claim vs the 3x target: {'met' if ov8['speedup_vs_torch'] >= 3 and ov8['passes_verify'] else 'not met'}. "
-               f"With the device default (BF16 for the non-INT8 ops) {ov8d['speedup_vs_torch']}x; the BF16 default alone, "
-               f"no INT8, gives {bf16['speedup_vs_torch']}x: that part of the speed is BF16, not INT8.")
-    ov32, ort32 = _row(m, "openvino", "fp32"), _row(m, "onnxruntime", "fp32")
-    out.append(f"INT8 against the same runtime in FP32 (the part of the speed-up INT8 itself brings): OpenVINO "
-               f"{round(ov32['p50_ms'] / ov8['p50_ms'], 2)}x (f32 pinned both), ONNX Runtime "
-               f"{round(ort32['p50_ms'] / ort[0]['p50_ms'], 2)}x (default INT8 form); the rest of the ratio vs eager is the "
-               f"runtime's FP32 graph execution ({ov32['speedup_vs_torch']}x / {ort32['speedup_vs_torch']}x eager).")
-    if fusions is not None:
-        out.append(f"ORT INT8 as `edgekd export` builds it fuses {', '.join(fusions) or 'nothing'} first.")
-    if best_ort:
-        out.append(f"ONNX Runtime INT8, fastest form that passes verify: {best_ort['config']}, {best_ort['speedup_vs_torch']}x eager "
-                   f"(2.5x target: {'met' if best_ort['speedup_vs_torch'] >= 2.5 else 'not met'}); all ORT INT8 forms: "
-                   + ", ".join(f"{r['config']} {r['speedup_vs_torch']}x" for r in ort) + ".")
-    else:
-        out.append("No ONNX Runtime INT8 form passes verify here: " + ", ".join(f"{r['config']} agreement {r['agreement']} %" for r in ort) + ".")
+def findings(m: ModelResult) -> list[str]:
+    """Prose for one model, generated from its rows: the pick, what INT8 buys over the same
+    runtime's FP32, what OpenVINO's device default ran, and for ViTs the ORT INT8 forms."""
+    ref = m.rows[0]
+    out = [f"**{m.label}** ({ref.input_px} px, test accuracy {ref.accuracy} %; {ref.training}).",
+           f"Pick on this CPU: {m.headline}. Pick >= {TARGET_X:g}x PyTorch eager (issue 18's done-when): {m.target}."]
+    out += _int8_findings(m.rows) + _device_default_findings(m.rows)
+    if any(r.name == "ort-int8-dynamic-matmul" for r in m.rows):
+        out += _vit_ort_findings(m.rows)
     return out
 
 
-def markdown(rows: list[dict], machine: dict, command: str, a: Args, load: tuple[float, float]) -> str:
+def _int8_findings(rows: list[Row]) -> list[str]:
+    from edgekd.export.pick import slower_int8
+
+    int8 = [r for r in rows if r.precision == "int8"]
+    out = ["INT8 against the same runtime's FP32 (what INT8 itself buys): " + ", ".join(
+        f"{r.name} [{r.precision_label}] {r.vs_runtime_fp32}x ({_short(r)})" for r in int8) + "."]
+    slow = slower_int8(candidates(rows))
+    if slow:
+        out.append("Slower than FP32: " + "; ".join(f"{k} is {v}" for k, v in slow.items()) + ".")
+    return out
+
+
+def _device_default_findings(rows: list[Row]) -> list[str]:
+    by = {r.name: r for r in rows}
+    f32, dflt, i8, i8d = by["ov-fp32"], by["ov-fp32-default"], by["ov-int8"], by["ov-int8-default"]
+    if dflt.runs == "fp32":  # as in `candidates`: the device chose f32, the pinned rows again
+        return [f"OpenVINO's device default ran {dflt.runs} on this CPU (no hardware BF16): the `-default` rows are "
+                f"{dflt.runs} rows, not BF16, and not candidates for the pick ({dflt.speedup_vs_torch}x / "
+                f"{i8d.speedup_vs_torch}x eager vs {f32.speedup_vs_torch}x / {i8.speedup_vs_torch}x pinned: the same "
+                "precision, so the gap is timing noise)."]
+    return [f"OpenVINO's device default ran {dflt.runs}: {dflt.speedup_vs_torch}x eager ({_short(dflt)}) vs "
+            f"{f32.speedup_vs_torch}x f32 pinned, that part of the speed is {dflt.runs}; INT8 with the rest at "
+            f"{dflt.runs} {i8d.speedup_vs_torch}x ({_short(i8d)}) vs {i8.speedup_vs_torch}x with the rest f32."]
+
+
+def _vit_ort_findings(rows: list[Row]) -> list[str]:
+    """Issue 18 point 4: which ONNX Runtime INT8 form the ViT default should be."""
+    ort = [r for r in rows if r.backend == "onnxruntime" and r.precision == "int8"]
+    best = min((r for r in ort if r.verdict == "PASS"), key=lambda r: r.p50_ms, default=None)
+    head = ("ViT on ONNX Runtime: no INT8 form passes verify." if best is None else
+            f"ViT on ONNX Runtime, fastest INT8 form that passes: {best.name} ({best.config}): {best.precision_label}, "
+            f"{best.p50_ms} ms, {best.speedup_vs_torch}x eager, {best.vs_runtime_fp32}x ORT FP32, agreement "
+            f"{best.agreement} %, drop {best.accuracy_drop} pt.")
+    return [head, "All ORT INT8 forms: " + "; ".join(
+        f"{r.name} {r.precision_label} {r.p50_ms} ms {r.speedup_vs_torch}x eager ({_short(r)})" for r in ort) + "."]
+
+
+def _short(r: Row) -> str:
+    """The verdict without its reasons (the table has them), with the agreement."""
+    return f"{r.verdict.split(':')[0]}, agreement {r.agreement} %"
+
+
+def markdown(results: list[ModelResult], machine: dict, command: str, a: Args, out: str, load: tuple[float, float]) -> str:
     isa = ", ".join(k for k, v in machine["isa"].items() if v) or "none"
     lines = [
-        "# CPU export benchmark (batch 1)", "", f"Command: `{command}`", "",
+        f"# CPU export benchmark (batch 1): what to deploy on {machine['cpu_model']}", "", f"Command: `{command}`", "",
         f"Machine: {machine['cpu_model']}, {machine['affinity_cores']} cores ({isa}); threads={a.threads}; "
         f"runtimes {machine['runtimes']}. Load average at start/end: {load[0]:.1f} / {load[1]:.1f}"
         + (" -- the 2 cores were shared with other jobs, so absolute latencies are inflated; rows of one model were "
            "timed in interleaved rounds (best of the round medians), so their ratios are side by side." if max(load) > 1.5 else "."),
-        "", f"p50 = best of {a.repeats} interleaved rounds' medians ({a.iters} calls each, after 10 warm-up). Verify: int8 "
-        "passes at agreement >= 98 % and drop <= 1 pt vs PyTorch on the same test tensors.", "",
+        *(["", f"This CPU's record sits beside [{FIRST_RECORD}.md]({FIRST_RECORD}.md) (AMD EPYC, AVX-512 VNNI + BF16)."]
+          if out != FIRST_RECORD else []),
+        "", f"p50 = best of {a.repeats} interleaved rounds' medians ({a.iters} calls each, after 10 warm-up); "
+        "vs_runtime_fp32 = that backend's FP32 row p50 / the row's. " + verify_sentence(), "",
         "## Findings (generated from the rows below)", "",
     ]
-    for label in dict.fromkeys(r["label"] for r in rows):
-        lines += ["- " + " ".join(findings(rows, label))]
+    for m in results:
+        lines += ["- " + " ".join(findings(m))]
     lines += ["", "| " + " | ".join(COLS) + " |", "|" + "---|" * len(COLS)]
-    lines += ["| " + " | ".join(str(r[c]) for c in COLS) + " |" for r in rows]
+    lines += ["| " + " | ".join(str(getattr(r, c)) for c in COLS) + " |" for m in results for r in m.rows]
     return "\n".join(lines) + "\n"
+
+
+def verify_sentence() -> str:
+    """How the verdicts were reached, from the product's own defaults (so the text cannot drift from them)."""
+    from edgekd.export.int8_share import FLOAT_FALLBACK_BELOW
+    from edgekd.export.verify import Thresholds
+
+    t = Thresholds()
+    g = t.gate
+    bars = "; ".join(f"{p}: drop <= {t.max_drop_pt[p]:g} pt, agreement >= {t.min_agreement_pct[p]:g} %"
+                     for p in ("fp32", "bf16", "int8"))
+    gate = (f"plus the paired per-class non-inferiority gate (per class, sensitivity and specificity within "
+            f"{100 * g.sensitivity_margin:g} / {100 * g.specificity_margin:g} pt of PyTorch's, McNemar at {g.alpha:g}; "
+            f"ECE up by <= {g.max_ece_increase:g}; INCONCLUSIVE is reported, not failed)" if g else "(no per-class gate)")
+    return (f"Verify: the product's `edgekd.export.verify` vs PyTorch on the same test tensors, each row held to the "
+            f"default thresholds of the precision it ran (`verified_as`: {bars}) {gate}. INT8 rows: the share of "
+            f"their Conv/MatMul/Gemm MACs that runs in INT8 kernels, read from the runtime; under "
+            f"{100 * FLOAT_FALLBACK_BELOW:g} % the verdict is FLOAT FALLBACK. The pick is `edgekd.export.pick.choose`'s: "
+            "the fastest candidate that passes, never a FLOAT FALLBACK.")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -386,6 +688,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(a.threads)
     machine = machine_info()
+    out = a.out or f"{FIRST_RECORD}-{cpu_slug(machine['cpu_model'])}"
     isa = f"{machine['cpu_model']}: " + (", ".join(k for k, v in machine["isa"].items() if v) or "none")
     load0 = os.getloadavg()[0]
     a.work.mkdir(parents=True, exist_ok=True)
@@ -393,18 +696,16 @@ def main(argv: list[str] | None = None) -> int:
     if a.models:
         manifests = fashion_manifests(a.work, a.probe_per_class, max(1, a.calib_size // 10), a.test_per_class)
         runs = {**{m: str(make_student(m, a.work, manifests, a.threads, a.steps, a.train_size)) for m in a.models}, **runs}
-    rows: list[dict] = []
+    results: list[ModelResult] = []
     for name, run in runs.items():
         print(f"== {name} ({run})", flush=True)
-        rows += bench_model(name, Path(run), a, isa)
+        results.append(bench_model(name, Path(run), a, isa, machine["cpu_model"]))
     command = "python benchmarks/export_cpu.py " + " ".join(shlex.quote(x) for x in argv)
     load = (load0, os.getloadavg()[0])
-    res = a.results_dir
-    res.mkdir(parents=True, exist_ok=True)
-    (res / f"{a.out}.json").write_text(json.dumps({"command": command, "machine": machine, "torch": torch.__version__,
-                                                   "loadavg": load, "rows": rows}, indent=1, default=str))
-    (res / f"{a.out}.md").write_text(markdown(rows, machine, command, a, load))
-    print(f"wrote {res / a.out}.json/.md")
+    record = {"command": command, "machine": machine, "torch": torch.__version__, "loadavg": load,
+              "rows": [asdict(r) for m in results for r in m.rows], "models": {m.name: m.to_dict() for m in results}}
+    write_results(a.results_dir, out, record, markdown(results, machine, command, a, out, load))
+    print(f"wrote {a.results_dir / out}.json/.md")
     return 0
 
 
