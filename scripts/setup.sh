@@ -20,8 +20,9 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 # torch first, pinned to the pair that imports together (pip takes them from this machine's disk);
 # the project's lower bounds are then already satisfied and pip pulls no other torch.
-# --no-compile: byte-compiling torch's thousands of modules cost ~15 s of a ~100 s setup; Python compiles
-# only the modules a run imports, once, on first import
-.venv/bin/python -m pip install -q --no-compile "torch==2.14.1" "torchvision==0.29.1"
-.venv/bin/python -m pip install -q --no-compile -e ".[$EXTRAS]"
+# byte-compiled at install (pip's default), not skipped with --no-compile: where PYTHONDONTWRITEBYTECODE is
+# set (this sandbox sets it) no .pyc is ever written, every process recompiles torch's imports, and the
+# quickstart's later stages lost more than the install saved
+.venv/bin/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
+.venv/bin/python -m pip install -q -e ".[$EXTRAS]"
 echo "edgekd: environment ready in .venv ($(.venv/bin/python -c 'import torch,timm;print("torch",torch.__version__,"timm",timm.__version__)'))"
