@@ -92,3 +92,12 @@ def test_mean_minmax_ranges_ignore_one_outlier_image(tmp_path: Path, calib: Cali
 
     extreme, mean = input_scale("minmax"), input_scale("mean-minmax")
     assert mean < extreme / 5  # the outlier sets minmax's range; averaged over 32 images it barely moves it
+
+
+def test_calibration_default_follows_the_architecture():
+    from edgekd.export.ort_quant import KEEP_FLOAT_BY_FAMILY, default_calibration
+
+    assert default_calibration("tf_efficientnet_lite0") == "mean-minmax"  # int8_qat.md: what lets Lite0 pass
+    assert default_calibration("vit_tiny_patch16_224") == "minmax"  # mean-minmax failed ViT-T's verify
+    assert default_calibration("convnext_femto") == "minmax"
+    assert "blocks.0.0/conv_dw" in KEEP_FLOAT_BY_FAMILY["efficientnet"]
