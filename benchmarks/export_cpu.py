@@ -299,25 +299,20 @@ def quantize_dynamic_matmul(src: Path, dst: Path, architecture: str) -> QuantRep
     q/k/v MatMuls, so it is quantized too (QAttention): MatMul alone would leave that quarter of the
     linear MACs float. S8 weights per output channel: the per-column scales cost nothing in the
     integer kernels and keep the columns with large weights from setting everyone's scale. The
-    edgekd metadata is copied from the float ONNX as `quantize_onnx` does, so the runners and verify
+    edgekd metadata is stamped from the float ONNX as `quantize_onnx` does, so the runners and verify
     open it like any INT8 artifact."""
-    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from edgekd.export import metadata
     from edgekd.export.int8_accuracy import QuantReport
-    from edgekd.export.ort_quant import OrtQuantConfig, has_vnni, prepare_float
+    from edgekd.export.ort_quant import OrtQuantConfig, prepare_float, stamp_int8_metadata
 
     pre = dst.with_name(dst.stem + ".pre.onnx")
     fusions = prepare_float(src, pre, architecture, OrtQuantConfig(transformer_fusions="all"))
-    reduce_range = not has_vnni()  # as OrtQuantConfig.for_cpu: 7-bit weights only where u8s8 could saturate
+    reduce_range = OrtQuantConfig.for_cpu().reduce_range  # the CPU artifact's rule (7-bit weights without VNNI)
     quantize_dynamic(str(pre), str(dst), op_types_to_quantize=["MatMul", "Attention"], per_channel=True,
                      reduce_range=reduce_range, weight_type=QuantType.QInt8)
     pre.unlink()
-    q = onnx.load(str(dst))
-    metadata.set_onnx_metadata(q, {**metadata.read_metadata(src), "precision": "int8"})
-    onnx.checker.check_model(q)
-    onnx.save(q, str(dst))
+    stamp_int8_metadata(src, dst)
     return QuantReport(scheme=f"ORT dynamic MatMul + Attention u8/s8 per-channel{', reduce_range' if reduce_range else ''} "
                               "after ORT's transformer optimizer", calib_images=0, float_nodes=[], fusions=fusions)
 

@@ -181,10 +181,10 @@ def nhwc_collate(batch: list) -> list:
     return [t.contiguous(memory_format=torch.channels_last) if torch.is_tensor(t) and t.ndim == 4 else t for t in out]
 
 
-def make_loaders(cfg: TrainConfig, method: Method, data: Data, world: int, nhwc: bool):
+def make_loaders(cfg: TrainConfig, method: Method, data: Data, world: int):
     """(train, val or None, test) loaders; the training one iterates what the method makes of the subset."""
     train_ds = method.train_dataset(data.train, data.train_labels)
-    bs, collate = cfg.optim.batch_size, nhwc_collate if nhwc else None
+    bs, collate = cfg.optim.batch_size, nhwc_collate if cfg.channels_last else None
     # drop a ragged last batch (BatchNorm fails on a batch of 1) unless the set is smaller than a batch
     train = torch.utils.data.DataLoader(train_ds, batch_size=bs, shuffle=True, drop_last=len(train_ds) >= bs * world,
                                         num_workers=cfg.num_workers, collate_fn=collate)
@@ -244,8 +244,8 @@ def prepare_run(cfg: TrainConfig, accelerator: Accelerator, method: Method, rund
     data = build_data(cfg, rundir, accelerator)
     if accelerator.is_main_process:
         rundir.write_config(cfg)
+    train_loader, val_loader, test_loader = make_loaders(cfg, method, data, accelerator.num_processes)
     nets = method.build(len(data.classes))
-    train_loader, val_loader, test_loader = make_loaders(cfg, method, data, accelerator.num_processes, cfg.channels_last)
     optimizer = build_optimizer(nets.student, cfg.optim)
     nets.student, optimizer, train_loader, test_loader = accelerator.prepare(nets.student, optimizer, train_loader,
                                                                              test_loader)

@@ -53,7 +53,7 @@ KEEP_FLOAT_BY_FAMILY: dict[str, tuple[str, ...]] = {
 }
 
 
-#: architecture family -> ORT calibration when --calib-method is not given (else minmax). mean-minmax raised
+#: architecture family -> ORT calibration when none is asked for (else minmax). mean-minmax raised
 #: both Lite0 students' agreement and lowered ViT-T's below the bar (benchmarks/results/int8_qat.md,
 #: export_cpu-intel-r-xeon-r-processor-2-60ghz.md)
 CALIB_BY_FAMILY: dict[str, str] = {"efficientnet": "mean-minmax"}
@@ -85,7 +85,7 @@ FUSION_MODES = ("all", "no-attention", "none")
 @dataclass
 class OrtQuantConfig:
     quant_format: str = "qoperator"  # one of QUANT_FORMATS
-    calib_method: str = "minmax"  # one of CALIB_METHODS
+    calib_method: str | None = None  # one of CALIB_METHODS; None = per architecture (CALIB_BY_FAMILY)
     per_channel: bool = True
     symmetric_activations: bool = False  # True for TensorRT (S8 activations, zero point 0)
     reduce_range: bool = False  # set for CPUs without VNNI (7-bit weights avoid u8s8 saturation)
@@ -268,9 +268,10 @@ def quantize_onnx(src: Path, dst: Path, calib: CalibrationSet, architecture: str
     if corrected is not None:
         onnx.save(proto, str(pre))
     input_name = proto.graph.input[0].name
+    calib_method = cfg.calib_method or default_calibration(architecture)
     method = {"minmax": CalibrationMethod.MinMax, "mean-minmax": CalibrationMethod.MinMax,
-              "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}[cfg.calib_method]
-    mean = cfg.calib_method == "mean-minmax"  # ORT averages the ranges of the batches it is fed: feed single images
+              "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}[calib_method]
+    mean = calib_method == "mean-minmax"  # ORT averages the ranges of the batches it is fed: feed single images
     extra = {"ActivationSymmetric": cfg.symmetric_activations, "WeightSymmetric": True,
              **({"CalibMovingAverage": True} if mean else {}), **cfg.extra}
     s8_act = cfg.symmetric_activations or cfg.quant_format == "qdq_s8s8"
@@ -283,23 +284,30 @@ def quantize_onnx(src: Path, dst: Path, calib: CalibrationSet, architecture: str
         extra_options=extra,
     )
     pre.unlink(missing_ok=True)
-    # metadata: copy from the float model, precision -> int8
-    q = onnx.load(str(dst))
-    src_md = md_mod.decode({p.key[len(md_mod.ONNX_PREFIX):]: p.value for p in onnx.load(str(src)).metadata_props
-                            if p.key.startswith(md_mod.ONNX_PREFIX)})
-    md_mod.set_onnx_metadata(q, {**src_md, "precision": "int8"})
-    onnx.checker.check_model(q)
-    onnx.save(q, str(dst))
+    stamp_int8_metadata(src, dst)
     weights = "s8 per-channel" if cfg.per_channel else "s8 per-tensor"
     return QuantReport(
         scheme=(f"ORT static {cfg.quant_format} {'s8' if s8_act else 'u8'}/{weights}"
-                f"{', reduce_range' if cfg.reduce_range else ''}, {cfg.calib_method}"
+                f"{', reduce_range' if cfg.reduce_range else ''}, {calib_method}"
                 f"{'' if corrected is None else f', NNCF fast bias correction ({corrected} biases)'}"),
         calib_images=len(calib), float_nodes=excluded,
         compute_nodes=sum(n.op_type in cfg.op_types for n in proto.graph.node),
         float_compute_nodes=sum(n.op_type in cfg.op_types and n.name in excluded for n in proto.graph.node),
         float_op_types=kept_types, fusions=fusions, searched_float_nodes=list(cfg.exclude_nodes),
     )
+
+
+def stamp_int8_metadata(src: Path, dst: Path) -> None:
+    """Give the quantized `dst` the float `src`'s edgekd metadata with precision int8 (the runners and
+    verify read it), then check and save it."""
+    import onnx
+
+    q = onnx.load(str(dst))
+    src_md = md_mod.decode({p.key[len(md_mod.ONNX_PREFIX):]: p.value for p in onnx.load(str(src)).metadata_props
+                            if p.key.startswith(md_mod.ONNX_PREFIX)})
+    md_mod.set_onnx_metadata(q, {**src_md, "precision": "int8"})
+    onnx.checker.check_model(q)
+    onnx.save(q, str(dst))
 
 
 def _tensors(model: Any, names: list[str], x: np.ndarray) -> dict[str, np.ndarray]:

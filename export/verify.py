@@ -142,6 +142,16 @@ class _Acc:
         den = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1) + 1e-12
         self.cos += float((num / den).sum())
 
+    def result(self, name: str, precision: str) -> "VerifyResult":
+        """The tallies as a VerifyResult (before the gate, drift and thresholds are added)."""
+        n = max(self.n, 1)
+        return VerifyResult(
+            name=name, precision=precision, n=self.n, accuracy=100 * self.correct / n,
+            reference_accuracy=100 * self.ref_correct / n, drop_pt=100 * (self.ref_correct - self.correct) / n,
+            agreement_pct=100 * self.agree / n, max_abs_diff=self.max_diff, mean_kl=self.kl / n,
+            mean_cosine=self.cos / n, nonfinite=self.nonfinite,
+        )
+
 
 def verify(
     artifacts: dict[str, tuple[Predictor, str]],
@@ -184,13 +194,7 @@ def verify(
     results = []
     for name, (runner, precision) in artifacts.items():
         a = acc[name]
-        n = max(a.n, 1)
-        r = VerifyResult(
-            name=name, precision=precision, n=a.n, accuracy=100 * a.correct / n,
-            reference_accuracy=100 * a.ref_correct / n, drop_pt=100 * (a.ref_correct - a.correct) / n,
-            agreement_pct=100 * a.agree / n, max_abs_diff=a.max_diff, mean_kl=a.kl / n, mean_cosine=a.cos / n,
-            nonfinite=a.nonfinite,
-        )
+        r = a.result(name, precision)
         if probe is not None and a.n:
             drift = probe.measure(runner)
             r.map_rank_corr, r.map_top_iou = drift.rank_corr, drift.top_iou

@@ -28,6 +28,7 @@ def test_every_loader_follows_the_decision():
     cfg.optim.batch_size = cfg.optim.eval_batch_size = 4
     assert cfg.channels_last  # the default
     for nhwc in (True, False):
-        for loader in make_loaders(cfg, Method(cfg), data, 1, nhwc):
+        cfg.channels_last = nhwc
+        for loader in make_loaders(cfg, Method(cfg), data, 1):
             x = next(iter(loader))[0]
             assert x.is_contiguous(memory_format=torch.channels_last) == nhwc

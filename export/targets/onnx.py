@@ -52,12 +52,12 @@ class Onnx(Target):
 
     def _int8(self) -> Artifact:
         from edgekd.export.int8_share import ort_int8_share
-        from edgekd.export.ort_quant import OrtQuantConfig, default_calibration
+        from edgekd.export.ort_quant import OrtQuantConfig
         from edgekd.export.report import quant_note
 
         opts, dst = self.inputs.options, self.path("int8")
-        cfg = OrtQuantConfig.for_cpu(quant_format=QUANT_FORMAT.of(opts), keep_float=KEEP_FLOAT.of(opts),
-                                     calib_method=CALIB_METHOD.of(opts) or default_calibration(self.inputs.architecture))
+        cfg = OrtQuantConfig.for_cpu(quant_format=QUANT_FORMAT.of(opts), calib_method=CALIB_METHOD.of(opts),
+                                     keep_float=KEEP_FLOAT.of(opts))
         method, notes = INT8_METHOD.of(opts) or "ptq", []
         q = None if method == "qat" else self._ptq(self.inputs.onnx.dynamic, dst, cfg)
         if method == "qat" or (method == "auto" and q.search is not None and not q.search.target_met):
