@@ -134,7 +134,7 @@ def finetune(model, items: list, pp: dict, steps: int, lr: float, batch: int = 1
     """A short end-to-end fine-tune (AdamW, cosine) so the network is a trained one: a random-init
     backbone has nearly image-independent features, and quantization noise then flips predictions
     in a way no deployed (trained) model would show. bf16 autocast only where the CPU computes BF16:
-    emulated, it made a ViT-T step about 3x slower than FP32 on an AVX-512 CPU without it."""
+    emulated (an AVX-512 CPU without AVX-512-BF16), it is slower than FP32."""
     import torch
 
     from edgekd.export.batches import iter_batches
