@@ -38,10 +38,10 @@ import shlex
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass
-from functools import partial
+from dataclasses import asdict, dataclass, replace
+from functools import cached_property, partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -51,8 +51,9 @@ from results_io import write_results  # noqa: E402
 
 if TYPE_CHECKING:
     from edgekd.export.calibration import CalibrationSet
-    from edgekd.export.int8_accuracy import QuantReport
+    from edgekd.export.int8_accuracy import AccuracyTarget, QuantReport, ValidationSet
     from edgekd.export.int8_share import Int8Share
+    from edgekd.export.openvino_export import OpenVINOQuantConfig
     from edgekd.export.ort_quant import OrtQuantConfig
     from edgekd.export.pick import Candidate, Pick
     from edgekd.export.runner import Predictor, Runner
@@ -88,6 +89,7 @@ class Args:
     train_size: int
     runs: list[str]
     test_limit: int
+    rebuild: tuple[str, ...]  # artifact keys built again though cached (and what depends on them)
 
 
 def parse(argv: list[str]) -> Args:
@@ -105,10 +107,18 @@ def parse(argv: list[str]) -> Args:
     ap.add_argument("--calib-size", type=int, default=300)
     ap.add_argument("--test-per-class", type=int, default=50)
     ap.add_argument("--work", type=Path, default=Path("/tmp/edgekd_bench_export_cpu"))
+    ap.add_argument("--rebuild", type=lambda v: tuple(x for x in v.split(",") if x), default=(),
+                    help="comma list of artifact keys to build again though cached, after a default changed: KEY (every "
+                         "model) or NAME:KEY (one model as named in --models/--runs), e.g. Lite0-224:ort_int8")
     ap.add_argument("--out", default=None, help="results/NAME.json + .md (default: export_cpu-<cpu model>)")
     a = ap.parse_args(argv)
     return Args([m for m in a.models.split(",") if m], a.threads, a.repeats, a.iters, a.probe_per_class, a.calib_size,
-                a.test_per_class, a.work, a.out, a.steps, a.results_dir, a.train_size, a.runs, a.test_limit)
+                a.test_per_class, a.work, a.out, a.steps, a.results_dir, a.train_size, a.runs, a.test_limit, a.rebuild)
+
+
+def rebuild_keys(a: Args, name: str) -> tuple[str, ...]:
+    """The --rebuild keys for model `name`: its NAME:KEY entries and the plain KEYs."""
+    return tuple(k.rpartition(":")[2] for k in a.rebuild if k.rpartition(":")[0] in ("", name))
 
 
 def cpu_slug(cpu_model: str) -> str:
@@ -211,7 +221,7 @@ def make_student(name: str, work: Path, manifests: dict[str, Path], threads: int
 
 
 def artifact_paths(out: Path, architecture: str) -> dict[str, Path]:
-    """Every artifact of one model by key; the ViT-only ONNX Runtime INT8 forms for ViTs only."""
+    """Every artifact of one model by key; the ViT-only forms for ViTs only."""
     from edgekd.export.ort_quant import arch_family
 
     onnx, ov = out / "onnx", out / "openvino"
@@ -221,7 +231,9 @@ def artifact_paths(out: Path, architecture: str) -> dict[str, Path]:
     if arch_family(architecture) == "vit":
         arts.update({f"ort_fusions_{m}": onnx / f"model.int8.fusions-{m}.onnx" for m in other_fusion_modes()})
         arts.update({"ort_static_matmul": onnx / "model.int8.static-matmul.onnx",
-                     "ort_dynamic_matmul": onnx / "model.int8.dynamic-matmul.onnx"})
+                     "ort_dynamic_matmul": onnx / "model.int8.dynamic-matmul.onnx",
+                     "ort_int8_attention": onnx / "model.int8.attention.onnx",
+                     "ov_int8_attention": ov / "model.int8.attention.xml"})
     return arts
 
 
@@ -232,48 +244,151 @@ def other_fusion_modes() -> list[str]:
     return [m for m in FUSION_MODES if m != fusion_mode(OrtQuantConfig())]
 
 
-def build_artifacts(run: Path, calib_size: int, threads: int) -> tuple[dict[str, Path], dict]:
-    """Same modules as `edgekd export`: ONNX (+b1), accuracy-aware ORT INT8 (CPU default form) and
-    the same float nodes in the other forms, OpenVINO FP32 + accuracy-aware NNCF INT8. Cached in
-    RUN/bench_export/ (the searches take minutes); returns the paths and what each build recorded."""
-    from dataclasses import replace
+class BuildInputs:
+    """What one run's artifacts are built from, made on first use: a step whose files exist needs none of it."""
 
-    from edgekd.export import openvino_export as ovx
-    from edgekd.export.int8_accuracy import AccuracyTarget
+    def __init__(self, run: Path, calib_size: int, threads: int, arts: dict[str, Path]) -> None:
+        from edgekd.export.source import resolve_run
+
+        self.run, self.calib_size, self.threads, self.arts = run, calib_size, threads, arts
+        self.src = resolve_run(run)
+
+    @cached_property
+    def torch_runner(self) -> Predictor:
+        from edgekd.export.source import TorchRunner
+
+        return TorchRunner(self.src.weights, self.threads)
+
+    @cached_property
+    def sets(self) -> tuple[CalibrationSet, "ValidationSet"]:
+        return _calibration(self.src, self.calib_size, self.torch_runner)
+
+    @cached_property
+    def target(self) -> "AccuracyTarget":
+        from edgekd.export.int8_accuracy import AccuracyTarget
+        from edgekd.export.verify import Thresholds
+
+        return AccuracyTarget.from_thresholds(Thresholds(), len(self.sets[1]))
+
+    @cached_property
+    def ov_model(self) -> object:
+        from edgekd.export import openvino_export as ovx
+
+        return ovx.convert(self.arts["onnx"])
+
+    def ort_accuracy_aware(self, key: str, cfg: OrtQuantConfig) -> dict:
+        from edgekd.export.ort_quant import quantize_accuracy_aware
+
+        t = time.perf_counter()
+        r = quantize_accuracy_aware(self.arts["onnx"], self.arts[key], *self.sets, self.src.architecture, cfg,
+                                    self.target, self.threads)
+        return {key: asdict(r), f"{key}_s": time.perf_counter() - t}
+
+    def ov_accuracy_aware(self, key: str, cfg: OpenVINOQuantConfig) -> dict:
+        from edgekd.export import openvino_export as ovx
+
+        t = time.perf_counter()
+        q, r = ovx.quantize_accuracy_aware(self.ov_model.clone(), *self.sets, self.src.architecture, self.target,
+                                           cfg, threads=self.threads)
+        ovx.save_ir(q, self.arts[key], "int8")
+        return {key: asdict(r), f"{key}_s": time.perf_counter() - t}
+
+
+def _onnx(b: BuildInputs, info: dict) -> dict:
     from edgekd.export.onnx_export import export_onnx
-    from edgekd.export.ort_quant import OrtQuantConfig, quantize_accuracy_aware, quantize_onnx
-    from edgekd.export.source import TorchRunner, resolve_run
-    from edgekd.export.verify import Thresholds
 
-    src = resolve_run(run)
+    export_onnx(b.torch_runner.model, b.src.meta, b.arts["onnx"].parent)
+    return {}
+
+
+def _same_float(info: dict) -> OrtQuantConfig:
+    """The CPU form with the accuracy-aware ORT INT8's float nodes: the forms that differ from it in one thing."""
+    from edgekd.export.ort_quant import OrtQuantConfig
+
+    return replace(OrtQuantConfig.for_cpu(), exclude_nodes=tuple(info["ort_int8"]["searched_float_nodes"]))
+
+
+def _ort_other_forms(b: BuildInputs, info: dict) -> dict:
+    from edgekd.export.ort_quant import quantize_onnx
+
+    forms = {"ort_s8s8": {"quant_format": "qdq_s8s8"}, "ort_mean_minmax": {"calib_method": "mean-minmax"}}
+    return {k: asdict(quantize_onnx(b.arts["onnx"], b.arts[k], b.sets[0], b.src.architecture,
+                                    replace(_same_float(info), **kw))) for k, kw in forms.items()}
+
+
+def _ort_attention(b: BuildInputs, info: dict) -> dict:
+    """ViT: attention's activation MatMuls (q@k^T, attn@v) INT8 too, found by the same accuracy-aware search."""
+    from edgekd.export.ort_quant import ACTIVATION_MATMUL, KEEP_FLOAT_BY_FAMILY, OrtQuantConfig
+
+    keep = tuple(k for k in KEEP_FLOAT_BY_FAMILY["vit"] if k != ACTIVATION_MATMUL)
+    return b.ort_accuracy_aware("ort_int8_attention", OrtQuantConfig.for_cpu(keep_float=keep))
+
+
+def _ov_fp32(b: BuildInputs, info: dict) -> dict:
+    from edgekd.export import openvino_export as ovx
+
+    ovx.save_ir(b.ov_model.clone(), b.arts["ov_fp32"], "fp32")
+    return {}
+
+
+@dataclass(frozen=True)
+class BuildStep:
+    """Builds `keys` (artifact keys); reruns when one of them is missing or a step it `needs` was rebuilt."""
+
+    keys: tuple[str, ...]
+    make: Callable[[BuildInputs, dict], dict]  # (inputs, build info so far) -> info to record
+    needs: tuple[str, ...] = ()
+
+
+def build_steps() -> list[BuildStep]:
+    """`edgekd export`'s modules: ONNX (+b1), accuracy-aware ORT INT8 (CPU default form) and the same float
+    nodes in the other forms, OpenVINO FP32 + accuracy-aware NNCF INT8; for ViTs the forms that decide the
+    ViT defaults (ORT's: `_build_vit_ort_forms`; attention INT8 in both runtimes)."""
+    from edgekd.export.openvino_export import OpenVINOQuantConfig
+    from edgekd.export.ort_quant import OrtQuantConfig
+
+    vit_forms = tuple(f"ort_fusions_{m}" for m in other_fusion_modes()) + ("ort_static_matmul", "ort_dynamic_matmul")
+    return [
+        BuildStep(("onnx", "onnx_b1"), _onnx),
+        BuildStep(("ort_int8",), lambda b, i: b.ort_accuracy_aware("ort_int8", OrtQuantConfig.for_cpu()), ("onnx",)),
+        BuildStep(("ort_s8s8", "ort_mean_minmax"), _ort_other_forms, ("ort_int8",)),
+        BuildStep(vit_forms, lambda b, i: _build_vit_ort_forms(b.arts, b.sets[0], b.src.architecture, _same_float(i)),
+                  ("ort_int8",)),
+        BuildStep(("ort_int8_attention",), _ort_attention, ("onnx",)),
+        BuildStep(("ov_fp32",), _ov_fp32, ("onnx",)),
+        BuildStep(("ov_int8",), lambda b, i: b.ov_accuracy_aware("ov_int8", OpenVINOQuantConfig()), ("onnx",)),
+        BuildStep(("ov_int8_attention",), lambda b, i: b.ov_accuracy_aware(
+            "ov_int8_attention", OpenVINOQuantConfig(keep_activation_matmuls=False)), ("onnx",)),
+    ]
+
+
+def build_artifacts(run: Path, calib_size: int, threads: int, rebuild: tuple[str, ...] = ()) -> tuple[dict[str, Path], dict]:
+    """Every artifact of one run, in RUN/bench_export/, each step once: a rerun builds only what is missing,
+    what `rebuild` names (artifact keys) and what depends on those (the searches take minutes). The record
+    of each step goes to build.json as soon as it is done, so an interrupted build resumes. Returns the
+    paths and the record."""
+    from edgekd.export.source import resolve_run
+
     out = run / "bench_export"
-    arts = artifact_paths(out, src.architecture)
-    if all(p.exists() for p in arts.values()) and (out / "build.json").exists():
-        return arts, json.loads((out / "build.json").read_text())
-    torch_runner = TorchRunner(src.weights, threads)
-    export_onnx(torch_runner.model, src.meta, out / "onnx")
-    calib, val = _calibration(src, calib_size, torch_runner)
-    target = AccuracyTarget.from_thresholds(Thresholds(), len(val))
-    cfg = OrtQuantConfig.for_cpu()
-    info: dict = {"calib_images": len(calib), "validation_images": len(val), "target": str(target)}
-    t = time.perf_counter()
-    ort_int8 = quantize_accuracy_aware(arts["onnx"], arts["ort_int8"], calib, val, src.architecture, cfg, target, threads)
-    info["ort_int8"], info["ort_int8_s"] = asdict(ort_int8), time.perf_counter() - t
-    same = replace(cfg, exclude_nodes=tuple(ort_int8.searched_float_nodes))
-    info["ort_s8s8"] = asdict(quantize_onnx(arts["onnx"], arts["ort_s8s8"], calib, src.architecture,
-                                            replace(same, quant_format="qdq_s8s8")))
-    info["ort_mean_minmax"] = asdict(quantize_onnx(arts["onnx"], arts["ort_mean_minmax"], calib, src.architecture,
-                                                   replace(same, calib_method="mean-minmax")))
-    if "ort_dynamic_matmul" in arts:
-        info.update(_build_vit_ort_forms(arts, calib, src.architecture, same))
-    ovm = ovx.convert(arts["onnx"])
-    ovx.save_ir(ovm.clone(), arts["ov_fp32"], "fp32")
-    t = time.perf_counter()
-    q, ov_int8 = ovx.quantize_accuracy_aware(ovm.clone(), calib, val, src.architecture, target, threads=threads)
-    ovx.save_ir(q, arts["ov_int8"], "int8")
-    info["ov_int8"], info["ov_int8_s"] = asdict(ov_int8), time.perf_counter() - t
-    (out / "build.json").write_text(json.dumps(info, indent=1, default=str))
-    return arts, json.loads((out / "build.json").read_text())  # plain JSON, as a cached build returns it
+    arts = artifact_paths(out, resolve_run(run).architecture)
+    record = out / "build.json"
+    info: dict = json.loads(record.read_text()) if record.exists() else {}
+    inputs, rebuilt = BuildInputs(run, calib_size, threads, arts), set()
+    for step in build_steps():
+        if not all(k in arts for k in step.keys):
+            continue
+        stale = set(step.keys) & set(rebuild) or set(step.needs) & rebuilt
+        if stale or not all(arts[k].exists() for k in step.keys):
+            print(f"build {', '.join(step.keys)}", flush=True)
+            info.update(step.make(inputs, info))
+            rebuilt.update(step.keys)
+            out.mkdir(parents=True, exist_ok=True)
+            record.write_text(json.dumps(info, indent=1, default=str))
+    if "calib_images" not in info or rebuilt:
+        info.update({"calib_images": len(inputs.sets[0]), "validation_images": len(inputs.sets[1]),
+                     "target": str(inputs.target)})
+        record.write_text(json.dumps(info, indent=1, default=str))
+    return arts, json.loads(record.read_text())  # plain JSON, as a cached build returns it
 
 
 def _build_vit_ort_forms(arts: dict[str, Path], calib: CalibrationSet, architecture: str,
@@ -281,8 +396,6 @@ def _build_vit_ort_forms(arts: dict[str, Path], calib: CalibrationSet, architect
     """The ORT INT8 forms weighed against today's for the ViT default (issue 18 point 4): the other
     transformer-fusion modes and static MatMul-only, each with the accuracy-aware form's float nodes
     (`same`), and ORT's dynamic recipe for transformers."""
-    from dataclasses import replace
-
     from edgekd.export.ort_quant import quantize_onnx
 
     static = {f"ort_fusions_{m}": replace(same, transformer_fusions=m) for m in other_fusion_modes()}
@@ -303,7 +416,7 @@ def quantize_dynamic_matmul(src: Path, dst: Path, architecture: str) -> QuantRep
     open it like any INT8 artifact."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from edgekd.export.int8_accuracy import QuantReport
+    from edgekd.export.int8_accuracy import AccuracyTarget, QuantReport, ValidationSet
     from edgekd.export.ort_quant import OrtQuantConfig, prepare_float, stamp_int8_metadata
 
     pre = dst.with_name(dst.stem + ".pre.onnx")
@@ -358,13 +471,15 @@ def row_specs(arts: dict[str, Path]) -> list[RowSpec]:
     vit_forms["ort_static_matmul"] = ("ort-int8-static-matmul", "QOperator U8S8, MatMul only, same float nodes")
     vit_forms["ort_dynamic_matmul"] = ("ort-int8-dynamic-matmul", "dynamic MatMul + Attention S8 per-channel after ORT's "
                                                                    "transformer optimizer (ORT's transformer recipe)")
+    vit_forms["ort_int8_attention"] = ("ort-int8-attention", "QOperator U8S8, attention MatMuls INT8 too, accuracy-aware")
     specs += [RowSpec(name, ort, "int8", key, config) for key, (name, config) in vit_forms.items() if key in arts]
     return specs + [
         RowSpec("ov-fp32", ov, "fp32", "ov_fp32", "f32 pinned"),
         RowSpec("ov-fp32-default", ov, "fp32", "ov_fp32", "device default hint (BF16 where the CPU has it)", hint=None),
         RowSpec("ov-int8", ov, "int8", "ov_int8", "NNCF accuracy-aware, rest f32 pinned"),
         RowSpec("ov-int8-default", ov, "int8", "ov_int8", "NNCF accuracy-aware, rest at the device default", hint=None),
-    ]
+    ] + ([RowSpec("ov-int8-attention", ov, "int8", "ov_int8_attention",
+                  "NNCF accuracy-aware, attention MatMuls INT8 too, rest f32 pinned")] if "ov_int8_attention" in arts else [])
 
 
 @dataclass
@@ -543,7 +658,7 @@ def bench_model(name: str, run: Path, a: Args, isa: str, cpu: str) -> ModelResul
     from edgekd.export.source import TorchRunner, resolve_run
     from edgekd.export.verify import Thresholds, verify
 
-    arts, build = build_artifacts(run, a.calib_size, a.threads)
+    arts, build = build_artifacts(run, a.calib_size, a.threads, rebuild_keys(a, name))
     src = resolve_run(run)
     reference = TorchRunner(src.weights, a.threads)
     opened = [open_spec(s, arts, a.threads) for s in row_specs(arts)]
@@ -588,7 +703,22 @@ def findings(m: ModelResult) -> list[str]:
     out += _int8_findings(m.rows) + _device_default_findings(m.rows)
     if any(r.name == "ort-int8-dynamic-matmul" for r in m.rows):
         out += _vit_ort_findings(m.rows)
+    if any(r.name.endswith("-attention") for r in m.rows):
+        out += _attention_findings(m.rows)
     return out
+
+
+def _attention_findings(rows: list[Row]) -> list[str]:
+    """ViT: attention's activation MatMuls INT8 too (the rest of the INT8 share) vs the default that keeps them float."""
+    by = {r.name: r for r in rows}
+
+    def pair(default: str) -> str:
+        d, a = by[default], by[f"{default}-attention"]
+        return (f"{a.name} {a.precision_label} {a.p50_ms} ms ({_short(a)}) vs {d.name} {d.precision_label} "
+                f"{d.p50_ms} ms ({_short(d)}): {round(d.p50_ms / a.p50_ms, 3)}x")
+
+    return ["Attention MatMuls INT8 too (the defaults keep them float): "
+            + "; ".join(pair(n) for n in ("ort-int8", "ov-int8") if f"{n}-attention" in by) + "."]
 
 
 def _int8_findings(rows: list[Row]) -> list[str]:

@@ -17,12 +17,27 @@ fi
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --upgrade pip
-# torch first, pinned to the pair that imports together (pip takes them from this machine's disk);
-# the project's lower bounds are then already satisfied and pip pulls no other torch.
-# byte-compiled at install (pip's default), not skipped with --no-compile: where PYTHONDONTWRITEBYTECODE is
-# set (this sandbox sets it) no .pyc is ever written, every process recompiles torch's imports, and the
-# quickstart's later stages lost more than the install saved
-.venv/bin/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
-.venv/bin/python -m pip install -q -e ".[$EXTRAS]"
-echo "edgekd: environment ready in .venv ($(.venv/bin/python -c 'import torch,timm;print("torch",torch.__version__,"timm",timm.__version__)'))"
+# uv installs (pip took 40 s for torch alone and most of a minute for the rest, mostly byte-compiling).
+# torch first, pinned to the pair that imports together (scripts/constraints.txt), from this machine's
+# wheel folders where it has them (LOCAL_WHEELS; elsewhere uv takes PyPI's build), not byte-compiled: most
+# of the 5.5 GB build is never imported on a CPU. Then edgekd and its extras (same constraints),
+# byte-compiled in parallel. Last, one import of what edgekd's stages load writes torch's .pyc for those
+# modules only: where PYTHONDONTWRITEBYTECODE is set (this sandbox sets it) nothing else would, and every
+# stage would recompile torch's imports.
+LOCAL_WHEELS=${LOCAL_WHEELS:-/opt/wheels /opt/pypi/files /opt/pypi-more/files}
+FIND_LINKS=()
+for d in $LOCAL_WHEELS; do [ -d "$d" ] && FIND_LINKS+=(--find-links "$d"); done
+.venv/bin/python -m pip install -q uv
+UV=(.venv/bin/uv pip install -q --python .venv/bin/python -c scripts/constraints.txt)
+"${UV[@]}" "${FIND_LINKS[@]}" torch torchvision
+"${UV[@]}" --compile-bytecode -e ".[$EXTRAS]"
+env -u PYTHONDONTWRITEBYTECODE .venv/bin/python - <<'EOF'
+import importlib
+
+for name in ("torch", "torchvision", "torch.onnx", "timm", "accelerate", "nncf", "pytorch_grad_cam"):
+    try:  # the extras not installed are skipped
+        importlib.import_module(name)
+    except ImportError:
+        pass
+EOF
+echo "edgekd: environment ready in .venv ($(.venv/bin/python -c 'from importlib.metadata import version as v; print("torch", v("torch"), "timm", v("timm"))'))"

@@ -1,0 +1,84 @@
+"""benchmarks/export_cpu.py builds each artifact once: a rerun builds what is missing, what --rebuild
+names and what depends on those, and records each step as it finishes (the searches take minutes)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load(monkeypatch):
+    """benchmarks/export_cpu.py as a module (benchmarks/ is not a package)."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("export_cpu_under_test", REPO / "benchmarks" / "export_cpu.py")
+    mod = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, mod)  # dataclasses look their module up while it executes
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture()
+def bench(monkeypatch, tmp_path):
+    """export_cpu with three fake steps (a -> b, c) that write their files and count their runs."""
+    mod = load(monkeypatch)
+    runs: list[str] = []
+
+    def make(key: str):
+        def run(b, info):
+            runs.append(key)
+            b.arts[key].write_text(key)
+            return {key: len(runs)}
+        return run
+
+    class Inputs:
+        def __init__(self, run, calib_size, threads, arts):
+            self.arts, self.sets, self.target = arts, ([0] * 3, [0] * 2), "goal"
+
+    steps = [mod.BuildStep(("a",), make("a")), mod.BuildStep(("b",), make("b"), needs=("a",)),
+             mod.BuildStep(("c",), make("c"))]
+    arts = {k: tmp_path / "bench_export" / f"{k}.bin" for k in "abc"}
+    monkeypatch.setattr(mod, "build_steps", lambda: steps)
+    monkeypatch.setattr(mod, "BuildInputs", Inputs)
+    monkeypatch.setattr(mod, "artifact_paths", lambda out, arch: arts)
+    monkeypatch.setitem(sys.modules, "edgekd.export.source", type(sys)("stub"))
+    sys.modules["edgekd.export.source"].resolve_run = lambda run: type("Src", (), {"architecture": "x"})
+    (tmp_path / "bench_export").mkdir()
+    return mod, tmp_path, runs, arts
+
+
+def test_cached_steps_do_not_run_again(bench):
+    mod, run, runs, arts = bench
+    _, info = mod.build_artifacts(run, 3, 1)
+    assert runs == ["a", "b", "c"] and info["calib_images"] == 3 and info["target"] == "goal"
+    assert json.loads((run / "bench_export" / "build.json").read_text())["c"] == 3
+    mod.build_artifacts(run, 3, 1)
+    assert runs == ["a", "b", "c"]  # all cached
+
+
+def test_a_missing_artifact_is_built_alone(bench):
+    mod, run, runs, arts = bench
+    mod.build_artifacts(run, 3, 1)
+    arts["c"].unlink()
+    mod.build_artifacts(run, 3, 1)
+    assert runs == ["a", "b", "c", "c"]
+
+
+def test_rebuild_reruns_the_step_and_what_needs_it(bench):
+    mod, run, runs, arts = bench
+    mod.build_artifacts(run, 3, 1)
+    _, info = mod.build_artifacts(run, 3, 1, rebuild=("a",))
+    assert runs == ["a", "b", "c", "a", "b"]
+    assert info["a"] == 4 and info["b"] == 5 and info["c"] == 3  # the record keeps the untouched step's entry
+
+
+def test_rebuild_names_one_model_or_all(monkeypatch):
+    mod = load(monkeypatch)
+    a = mod.parse(["--rebuild", "Lite0-224:ort_int8,ov_int8"])
+    assert mod.rebuild_keys(a, "Lite0-224") == ("ort_int8", "ov_int8")
+    assert mod.rebuild_keys(a, "ViT-T") == ("ov_int8",)
