@@ -33,7 +33,11 @@ class OpenVINOQuantConfig:
     preset: str = "auto"  # auto -> mixed for transformers, performance otherwise
     fast_bias_correction: bool = True
     ignored_types: tuple[str, ...] = ()  # extra OpenVINO op types to keep float
-    keep_activation_matmuls: bool | None = None  # None = per family (True for ViTs), see ort_quant
+    # True: attention's activation MatMuls (q@k^T, attn@v) and OpenVINO's fused attention stay float. Off:
+    # on the 224-px ViT-T, NNCF's transformer PTQ with them INT8 passed on its first try at 100 % INT8, where
+    # keeping them float needed accuracy control and left 15 % of the MACs float, at about the same latency
+    # (benchmarks/results/export_cpu-intel-r-xeon-r-processor-2-60ghz.md, ov-int8 vs ov-int8-attention-float)
+    keep_activation_matmuls: bool = False
     # images NNCF's accuracy control ranks the quantizers on (the ones INT8 changes most; NNCF's default 300):
     # ranking is most of the search's time, and on the quickstart 100 reverted the same ops as 300
     ranking_subset_size: int | None = 100
@@ -80,10 +84,9 @@ def _nncf_kwargs(model: Any, calib: CalibrationSet, architecture: str, cfg: Open
         kwargs["model_type"] = nncf.ModelType.TRANSFORMER
     if cfg.preset != "auto":
         kwargs["preset"] = nncf.QuantizationPreset(cfg.preset)
-    keep_mm = family == "vit" if cfg.keep_activation_matmuls is None else cfg.keep_activation_matmuls
+    keep_mm = cfg.keep_activation_matmuls
     names = activation_matmul_names(model) if keep_mm else []
-    # OpenVINO fuses attention into ScaledDotProductAttention: keep it float for ViTs (on a
-    # fine-tuned ViT-T that raised agreement at no measurable latency; not in benchmarks/results)
+    # OpenVINO may have fused attention into ScaledDotProductAttention: that op is attention's MatMuls
     types = list(cfg.ignored_types) + (["ScaledDotProductAttention"] if keep_mm else [])
     if types or names:
         kwargs["ignored_scope"] = nncf.IgnoredScope(types=types, names=names, validate=False)

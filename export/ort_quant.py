@@ -36,9 +36,10 @@ CALIB_METHODS = ("minmax", "mean-minmax", "entropy", "percentile")
 ACTIVATION_MATMUL = "ActivationMatMul"
 
 #: architecture family -> ops kept in float (quantizing them is known to hurt accuracy).
-#: ViT attention matmuls: quantizing them lowered agreement on a fine-tuned ViT-T and made it
-#: slower, since their per-call dynamic Q/DQ costs more than the int8 GEMM saves on 197x197
-#: tiles (measured when chosen; not recorded in benchmarks/results).
+#: ViT attention matmuls: with them INT8 the 224-px ViT-T's accuracy-aware search needed 16 more float
+#: nodes to pass and ran slower than with them float (their Q/DQ of two activations per call costs more
+#: than the INT8 GEMM saves on 197x197 tiles; benchmarks/results/export_cpu-intel-r-xeon-r-processor-2-60ghz.md,
+#: ort-int8-attention). OpenVINO quantizes them (`OpenVINOQuantConfig.keep_activation_matmuls`).
 KEEP_FLOAT_BY_FAMILY: dict[str, tuple[str, ...]] = {
     "vit": ("LayerNormalization", "Gelu", "Erf", "Softmax", ACTIVATION_MATMUL),
     "convnext": ("LayerNormalization",),
