@@ -42,6 +42,29 @@ def run_quickstart(clone: Path, overrides: list[str]) -> tuple[int, float, str]:
     return proc.returncode, time.perf_counter() - t0, proc.stdout + proc.stderr
 
 
+def speed_probe_ms(steps: int = 8) -> float:
+    """The box's speed now: median ms of the preset's training step (Lite0, batch 32 at 64 px, forward +
+    backward + AdamW, 2 threads). Shared 2-core machines here run the same step at different speeds from
+    hour to hour; records compare by this, not by their totals alone."""
+    import statistics
+
+    import timm
+    import torch
+
+    torch.set_num_threads(2)
+    model = timm.create_model("tf_efficientnet_lite0", num_classes=10).train()
+    opt = torch.optim.AdamW(model.parameters(), fused=True)
+    x, y = torch.randn(32, 3, 64, 64).contiguous(memory_format=torch.channels_last), torch.randint(0, 10, (32,))
+    times = []
+    for i in range(steps + 3):
+        t = time.perf_counter()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - t)
+    return round(1e3 * statistics.median(times[3:]), 1)
+
+
 def stage_times(console: str) -> dict[str, int]:
     """The table the quickstart prints after '== wall time per stage ==' (total included)."""
     table = console.split("== wall time per stage ==", 1)[-1]
@@ -65,6 +88,9 @@ def markdown(res: dict) -> str:
              f"Training overrides: {' '.join(res['overrides']) or 'none (the offline preset as it is)'}.", "",
              f"Machine: {res['cpu']}; load average at start {res['load'][0]:.2f}, end {res['load'][1]:.2f}. "
              f"Commit {res['commit']}.", "",
+             f"Box speed probe (`speed_probe_ms`: the preset's training step, Lite0 batch 32 at 64 px, 2 threads): "
+             f"{res['probe_ms'][0]} ms before, {res['probe_ms'][1]} ms after the run (lower is faster: a shared "
+             "box's speed moves from hour to hour, so compare records at similar probes).", "",
              f"Total **{t.get('total')} s** (exit code {res['rc']}) against the {BUDGET_S} s budget: {met}. "
              f"S's test accuracy {o['test_accuracy']}.", "",
              "| stage | wall s |", "|---|---|"] + [f"| {k} | {v} |" for k, v in t.items()]
@@ -87,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     from edgekd.export.bench import cpu_info  # torch-free: reads /proc/cpuinfo
 
     cpu = cpu_info()
-    load0 = os.getloadavg()[0]
+    load0, probe0 = os.getloadavg()[0], speed_probe_ms()
     rc, wall, console = run_quickstart(a.clone, a.overrides)
     (a.clone / "quickstart_console.log").write_text(console)
     res = {"command": " ".join(["python benchmarks/quickstart_time.py", *map(shlex.quote, argv)]), "overrides": a.overrides,
@@ -95,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                                     text=True).stdout.strip(),
            "cpu": f"{cpu['cpu_model']}, {cpu['affinity_cores']} cores ("
                   + ", ".join(k for k, v in cpu["isa"].items() if v) + ")",
-           "load": (load0, os.getloadavg()[0]), "rc": rc, "wall_s": round(wall, 1), "stages_s": stage_times(console),
+           "load": (load0, os.getloadavg()[0]), "probe_ms": (probe0, speed_probe_ms()), "rc": rc, "wall_s": round(wall, 1), "stages_s": stage_times(console),
            "outcome": outcome(a.clone / "runs" / "quickstart") if rc == 0 else {"test_accuracy": None, "int8": [],
                                                                                "pick": None},
            "console_tail": console.splitlines()[-12:]}
