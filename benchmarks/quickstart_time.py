@@ -53,7 +53,7 @@ def speed_probe_ms(steps: int = 8) -> float:
 
     torch.set_num_threads(2)
     model = timm.create_model("tf_efficientnet_lite0", num_classes=10).train()
-    opt = torch.optim.AdamW(model.parameters(), fused=True)
+    opt = torch.optim.AdamW(model.parameters())
     x, y = torch.randn(32, 3, 64, 64).contiguous(memory_format=torch.channels_last), torch.randint(0, 10, (32,))
     times = []
     for i in range(steps + 3):

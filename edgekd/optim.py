@@ -19,18 +19,12 @@ def build_optimizer(model: nn.Module, o: OptimConfig) -> torch.optim.AdamW:
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return adamw(groups, lr=o.lr, betas=tuple(o.betas))
+    return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas))
 
 
 def teacher_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
     """The teacher fit (`Method.teacher_fit`): plain AdamW at a constant lr, decay on every parameter."""
-    return adamw(model.parameters(), lr=lr, weight_decay=weight_decay)
-
-
-def adamw(params, **kw) -> torch.optim.AdamW:
-    """torch's fused AdamW: the same update in one kernel over all tensors, where torch's default on a
-    CPU loops over them one by one (benchmarks/results/optimizer_step.md)."""
-    return torch.optim.AdamW(params, fused=True, **kw)
+    return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
 
 
 def cosine_with_warmup(optimizer: torch.optim.Optimizer, o: OptimConfig, updates_per_epoch: int
