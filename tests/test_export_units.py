@@ -201,3 +201,36 @@ def test_validation_halves_are_disjoint_and_balanced():
     assert len(search) == len(check) == 20 and not set(search.images.paths) & set(check.images.paths)
     assert Counter(search.images.labels) == Counter(check.images.labels) == Counter({c: 5 for c in range(4)})
     assert (search.ref_pred == search.images.labels).all() and (check.ref_pred == check.images.labels).all()
+
+
+def test_openvino_quantizes_vit_attention_unless_asked_to_keep_it_float():
+    """OpenVINO's ViT INT8 default quantizes attention's MatMuls (first-try PTQ at 100 % INT8 on ViT-T,
+    export_cpu-intel-...md); keep_activation_matmuls=True keeps them and the fused attention float."""
+    pytest.importorskip("nncf")
+    from edgekd.export.calibration import CalibrationSet
+    from edgekd.export.openvino_export import OpenVINOQuantConfig, _nncf_kwargs
+
+    class Op:  # q @ k^T: both inputs computed, no constant
+        def __init__(self, kind: str, name: str, inputs: tuple = ()):
+            self.kind, self.name, self.inputs = kind, name, inputs
+
+        def get_type_name(self):
+            return self.kind
+
+        def get_friendly_name(self):
+            return self.name
+
+        def get_input_size(self):
+            return len(self.inputs)
+
+        def input_value(self, i):
+            return type("Out", (), {"get_node": lambda _self: self.inputs[i]})()
+
+    q, k = Op("Add", "q"), Op("Add", "k")
+    model = type("Model", (), {"get_ops": lambda self: [q, k, Op("MatMul", "attn/MatMul", (q, k))]})()
+    calib = CalibrationSet(np.zeros((2, 3, 8, 8), np.float32), np.array([0, 1]), ["a.png", "b.png"])
+    default = _nncf_kwargs(model, calib, "vit_tiny_patch16_224", OpenVINOQuantConfig())
+    assert "ignored_scope" not in default
+    kept = _nncf_kwargs(model, calib, "vit_tiny_patch16_224", OpenVINOQuantConfig(keep_activation_matmuls=True))
+    assert kept["ignored_scope"].names == ["attn/MatMul"]
+    assert "ScaledDotProductAttention" in kept["ignored_scope"].types
