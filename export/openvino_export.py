@@ -22,7 +22,9 @@ import numpy as np
 from edgekd.export import metadata as md_mod
 from edgekd.export.calibration import CalibrationSet, nncf_dataset
 from edgekd.export.int8_accuracy import AccuracySearch, QuantReport, SearchTry
-from edgekd.export.ort_quant import arch_family
+from edgekd.export.ort_quant import arch_family, has_vnni, keep_float_layers
+
+COMPUTE_OPS = ("Convolution", "GroupConvolution", "MatMul")
 
 if TYPE_CHECKING:
     from edgekd.export.int8_accuracy import AccuracyTarget, ValidationSet
@@ -42,6 +44,13 @@ class OpenVINOQuantConfig:
     # images NNCF's accuracy control ranks the quantizers on (the ones INT8 changes most; NNCF's default 300):
     # ranking is most of the search's time, and on the quickstart 100 reverted the same ops as 300
     ranking_subset_size: int | None = 100
+    # NNCF's overflow fix (7-bit weights in the first quantized layer) guards u8s8 products that saturate
+    # the 16-bit accumulate of pre-VNNI CPUs (the rule of ORT's reduce_range, `OrtQuantConfig.for_cpu`).
+    # None = off where the exporting CPU has VNNI, NNCF's default elsewhere. On the quickstart student,
+    # with the stem float, it was what kept the first plain PTQ from passing (benchmarks/results/
+    # quickstart_ov_int8.md)
+    overflow_fix: bool | None = None
+    keep_float_layers: tuple[str, ...] | None = None  # node-name substrings; None = the family's (ort_quant)
     extra: dict = field(default_factory=dict)
 
 
@@ -86,13 +95,23 @@ def _nncf_kwargs(model: Any, calib: CalibrationSet, architecture: str, cfg: Open
     if cfg.preset != "auto":
         kwargs["preset"] = nncf.QuantizationPreset(cfg.preset)
     keep_mm = cfg.keep_activation_matmuls
-    names = activation_matmul_names(model) if keep_mm else []
+    layers = keep_float_layers(architecture) if cfg.keep_float_layers is None else cfg.keep_float_layers
+    names = (activation_matmul_names(model) if keep_mm else []) + layer_op_names(model, layers)
     # OpenVINO may have fused attention into ScaledDotProductAttention: that op is attention's MatMuls
     types = list(cfg.ignored_types) + (["ScaledDotProductAttention"] if keep_mm else [])
     if types or names:
         kwargs["ignored_scope"] = nncf.IgnoredScope(types=types, names=names, validate=False)
+    if not ((not has_vnni()) if cfg.overflow_fix is None else cfg.overflow_fix):
+        kwargs["advanced_parameters"] = nncf.AdvancedQuantizationParameters(overflow_fix=nncf.OverflowFix.DISABLE)
     kwargs.update(cfg.extra)
     return kwargs
+
+
+def layer_op_names(model: Any, layers: tuple[str, ...]) -> list[str]:
+    """Conv/MatMul ops whose names contain one of `layers` (by default the family's kept-float layers,
+    `ort_quant.keep_float_layers`: both runtimes keep the same few most sensitive convs float)."""
+    return [op.get_friendly_name() for op in model.get_ops() if op.get_type_name() in COMPUTE_OPS
+            and any(k in op.get_friendly_name() for k in layers)]
 
 
 def quantize_ir(model: Any, calib: CalibrationSet, architecture: str,
@@ -108,8 +127,7 @@ def quantize_ir(model: Any, calib: CalibrationSet, architecture: str,
 
 def float_compute_ops(model: Any) -> list[str]:
     """Conv/MatMul ops whose activation input is not quantized (no FakeQuantize feeds input 0)."""
-    ops = ("Convolution", "GroupConvolution", "MatMul")
-    return [op.get_friendly_name() for op in model.get_ops() if op.get_type_name() in ops
+    return [op.get_friendly_name() for op in model.get_ops() if op.get_type_name() in COMPUTE_OPS
             and op.input_value(0).get_node().get_type_name() != "FakeQuantize"]
 
 
@@ -161,6 +179,8 @@ def _accuracy_control(model: Any, calib: CalibrationSet, search: "ValidationSet"
     import nncf
 
     kwargs = _nncf_kwargs(model, calib, architecture, cfg)
+    if "advanced_parameters" in kwargs:  # the same object, under this function's name for it
+        kwargs["advanced_quantization_parameters"] = kwargs.pop("advanced_parameters")
     if cfg.ranking_subset_size:
         kwargs["advanced_accuracy_restorer_parameters"] = nncf.AdvancedAccuracyRestorerParameters(
             ranking_subset_size=cfg.ranking_subset_size)

@@ -60,6 +60,12 @@ KEEP_FLOAT_BY_FAMILY: dict[str, tuple[str, ...]] = {
 CALIB_BY_FAMILY: dict[str, str] = {"efficientnet": "mean-minmax"}
 
 
+def keep_float_layers(architecture: str) -> tuple[str, ...]:
+    """The family's kept-float entries that name layers (node-name substrings, not op types): its most
+    sensitive convs, which the OpenVINO INT8 keeps float too (`openvino_export._nncf_kwargs`)."""
+    return tuple(k for k in KEEP_FLOAT_BY_FAMILY[arch_family(architecture)] if not k[:1].isupper())
+
+
 def default_calibration(architecture: str) -> str:
     return CALIB_BY_FAMILY.get(arch_family(architecture), "minmax")
 

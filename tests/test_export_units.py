@@ -203,34 +203,61 @@ def test_validation_halves_are_disjoint_and_balanced():
     assert (search.ref_pred == search.images.labels).all() and (check.ref_pred == check.images.labels).all()
 
 
-def test_openvino_quantizes_vit_attention_unless_asked_to_keep_it_float():
-    """OpenVINO's ViT INT8 default quantizes attention's MatMuls (first-try PTQ at 100 % INT8 on ViT-T,
-    export_cpu-intel-...md); keep_activation_matmuls=True keeps them and the fused attention float."""
+class _OvOp:
+    """Just enough of an `openvino` op for the ignored-scope helpers."""
+
+    def __init__(self, kind: str, name: str, inputs: tuple = ()):
+        self.kind, self.name, self.inputs = kind, name, inputs
+
+    def get_type_name(self):
+        return self.kind
+
+    def get_friendly_name(self):
+        return self.name
+
+    def get_input_size(self):
+        return len(self.inputs)
+
+    def input_value(self, i):
+        return type("Out", (), {"get_node": lambda _self: self.inputs[i]})()
+
+
+def _ov_kwargs(ops: list, architecture: str, **cfg):
     pytest.importorskip("nncf")
     from edgekd.export.calibration import CalibrationSet
     from edgekd.export.openvino_export import OpenVINOQuantConfig, _nncf_kwargs
 
-    class Op:  # q @ k^T: both inputs computed, no constant
-        def __init__(self, kind: str, name: str, inputs: tuple = ()):
-            self.kind, self.name, self.inputs = kind, name, inputs
-
-        def get_type_name(self):
-            return self.kind
-
-        def get_friendly_name(self):
-            return self.name
-
-        def get_input_size(self):
-            return len(self.inputs)
-
-        def input_value(self, i):
-            return type("Out", (), {"get_node": lambda _self: self.inputs[i]})()
-
-    q, k = Op("Add", "q"), Op("Add", "k")
-    model = type("Model", (), {"get_ops": lambda self: [q, k, Op("MatMul", "attn/MatMul", (q, k))]})()
+    model = type("Model", (), {"get_ops": lambda self: ops})()
     calib = CalibrationSet(np.zeros((2, 3, 8, 8), np.float32), np.array([0, 1]), ["a.png", "b.png"])
-    default = _nncf_kwargs(model, calib, "vit_tiny_patch16_224", OpenVINOQuantConfig())
-    assert "ignored_scope" not in default
-    kept = _nncf_kwargs(model, calib, "vit_tiny_patch16_224", OpenVINOQuantConfig(keep_activation_matmuls=True))
-    assert kept["ignored_scope"].names == ["attn/MatMul"]
-    assert "ScaledDotProductAttention" in kept["ignored_scope"].types
+    return _nncf_kwargs(model, calib, architecture, OpenVINOQuantConfig(**cfg))
+
+
+def test_openvino_quantizes_vit_attention_unless_asked_to_keep_it_float():
+    """OpenVINO's ViT INT8 default quantizes attention's MatMuls (first-try PTQ at 100 % INT8 on ViT-T,
+    export_cpu-intel-...md); keep_activation_matmuls=True keeps them and the fused attention float."""
+    q, k = _OvOp("Add", "q"), _OvOp("Add", "k")
+    ops = [q, k, _OvOp("MatMul", "attn/MatMul", (q, k))]
+    assert "ignored_scope" not in _ov_kwargs(ops, "vit_tiny_patch16_224")
+    kept = _ov_kwargs(ops, "vit_tiny_patch16_224", keep_activation_matmuls=True)["ignored_scope"]
+    assert kept.names == ["attn/MatMul"] and "ScaledDotProductAttention" in kept.types
+
+
+def test_openvino_keeps_the_family_layers_float_and_drops_the_overflow_fix_with_vnni(monkeypatch):
+    """EfficientNet: the stem and the first depthwise conv stay float in OpenVINO as in ONNX Runtime, and
+    NNCF's overflow fix (7-bit first-layer weights) is off where the CPU has VNNI: together they let the
+    quickstart student's first plain PTQ pass (benchmarks/results/quickstart_ov_int8.md)."""
+    import nncf
+
+    from edgekd.export import openvino_export
+
+    ops = [_OvOp("Convolution", "/model/conv_stem/Conv/WithoutBiases"),
+           _OvOp("GroupConvolution", "/model/blocks/blocks.0/blocks.0.0/conv_dw/Conv/WithoutBiases"),
+           _OvOp("Convolution", "/model/blocks/blocks.1/blocks.1.0/conv_pw/Conv/WithoutBiases")]
+    monkeypatch.setattr(openvino_export, "has_vnni", lambda: True)
+    kw = _ov_kwargs(ops, "tf_efficientnet_lite0")
+    assert kw["ignored_scope"].names == [ops[0].name, ops[1].name]
+    assert kw["advanced_parameters"].overflow_fix == nncf.OverflowFix.DISABLE
+    assert "ignored_scope" not in _ov_kwargs(ops, "tf_efficientnet_lite0", keep_float_layers=())
+    monkeypatch.setattr(openvino_export, "has_vnni", lambda: False)
+    assert "advanced_parameters" not in _ov_kwargs(ops, "tf_efficientnet_lite0")  # NNCF's default fix
+    assert "advanced_parameters" in _ov_kwargs(ops, "tf_efficientnet_lite0", overflow_fix=False)
