@@ -35,11 +35,10 @@ class OpenVINOQuantConfig:
     preset: str = "auto"  # auto -> mixed for transformers, performance otherwise
     fast_bias_correction: bool = True
     ignored_types: tuple[str, ...] = ()  # extra OpenVINO op types to keep float
-    # True: attention's activation MatMuls (q@k^T, attn@v) and OpenVINO's fused attention stay float. Off:
-    # on the 224-px ViT-T, NNCF's transformer PTQ with them INT8 passed on its first try with all of the
-    # MACs INT8, where keeping them float needed accuracy control and left attention's share float, for a
-    # few % of latency (benchmarks/results/export_cpu-intel-r-xeon-r-processor-2-60ghz.md, ov-int8 vs
-    # ov-int8-attention-float): an INT8 artifact that is INT8 is worth that here
+    # True: attention's activation MatMuls (q@k^T, attn@v) and OpenVINO's fused attention stay float.
+    # Off: the 224-px ViT-T then runs all of its MACs INT8 and passes verify, as the float form does with
+    # attention's share float, at a latency within this box's noise of it (benchmarks/results/
+    # export_cpu-intel-r-xeon-r-processor-2-60ghz.md, ov-int8 vs ov-int8-attention-float)
     keep_activation_matmuls: bool = False
     # images NNCF's accuracy control ranks the quantizers on (the ones INT8 changes most; NNCF's default 300):
     # ranking is most of the search's time, and on the quickstart 100 reverted the same ops as 300
