@@ -247,11 +247,8 @@ def other_fusion_modes() -> list[str]:
 class BuildInputs:
     """What one run's artifacts are built from, made on first use: a step whose files exist needs none of it."""
 
-    def __init__(self, run: Path, calib_size: int, threads: int, arts: dict[str, Path]) -> None:
-        from edgekd.export.source import resolve_run
-
-        self.run, self.calib_size, self.threads, self.arts = run, calib_size, threads, arts
-        self.src = resolve_run(run)
+    def __init__(self, src: RunSource, calib_size: int, threads: int, arts: dict[str, Path]) -> None:
+        self.src, self.calib_size, self.threads, self.arts = src, calib_size, threads, arts
 
     @cached_property
     def torch_runner(self) -> Predictor:
@@ -370,10 +367,11 @@ def build_artifacts(run: Path, calib_size: int, threads: int, rebuild: tuple[str
     from edgekd.export.source import resolve_run
 
     out = run / "bench_export"
-    arts = artifact_paths(out, resolve_run(run).architecture)
+    src = resolve_run(run)
+    arts = artifact_paths(out, src.architecture)
     record = out / "build.json"
     info: dict = json.loads(record.read_text()) if record.exists() else {}
-    inputs, rebuilt = BuildInputs(run, calib_size, threads, arts), set()
+    inputs, rebuilt = BuildInputs(src, calib_size, threads, arts), set()
     for step in build_steps():
         if not all(k in arts for k in step.keys):
             continue

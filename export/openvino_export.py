@@ -93,14 +93,14 @@ def _nncf_kwargs(model: Any, calib: CalibrationSet, architecture: str, cfg: Open
         kwargs["model_type"] = nncf.ModelType.TRANSFORMER
     if cfg.preset != "auto":
         kwargs["preset"] = nncf.QuantizationPreset(cfg.preset)
-    keep_mm = cfg.keep_activation_matmuls
     layers = keep_float_layers(architecture) if cfg.keep_float_layers is None else cfg.keep_float_layers
-    names = (activation_matmul_names(model) if keep_mm else []) + layer_op_names(model, layers)
+    names = (activation_matmul_names(model) if cfg.keep_activation_matmuls else []) + layer_op_names(model, layers)
     # OpenVINO may have fused attention into ScaledDotProductAttention: that op is attention's MatMuls
-    types = list(cfg.ignored_types) + (["ScaledDotProductAttention"] if keep_mm else [])
+    types = list(cfg.ignored_types) + (["ScaledDotProductAttention"] if cfg.keep_activation_matmuls else [])
     if types or names:
         kwargs["ignored_scope"] = nncf.IgnoredScope(types=types, names=names, validate=False)
-    if not ((not has_vnni()) if cfg.overflow_fix is None else cfg.overflow_fix):
+    overflow_fix = not has_vnni() if cfg.overflow_fix is None else cfg.overflow_fix
+    if not overflow_fix:
         kwargs["advanced_parameters"] = nncf.AdvancedQuantizationParameters(overflow_fix=nncf.OverflowFix.DISABLE)
     kwargs.update(cfg.extra)
     return kwargs

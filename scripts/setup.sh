@@ -17,8 +17,8 @@ fi
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-# uv installs (pip took 40 s for torch alone and most of a minute for the rest, mostly byte-compiling).
-# torch first, pinned to the pair that imports together (scripts/constraints.txt), from this machine's
+# uv installs: the quickstart's setup stage took half pip's time (benchmarks/results/quickstart_time.md
+# vs its record at 42a478e). torch first, pinned to the pair that imports together (scripts/constraints.txt), from this machine's
 # wheel folders where it has them (LOCAL_WHEELS; elsewhere uv takes PyPI's build), not byte-compiled: most
 # of the 5.5 GB build is never imported on a CPU. Then edgekd and its extras (same constraints),
 # byte-compiled in parallel. Last, one import of what edgekd's stages load writes torch's .pyc for those

@@ -37,7 +37,7 @@ def bench(monkeypatch, tmp_path):
         return run
 
     class Inputs:
-        def __init__(self, run, calib_size, threads, arts):
+        def __init__(self, src, calib_size, threads, arts):
             self.arts, self.sets, self.target = arts, ([0] * 3, [0] * 2), "goal"
 
     steps = [mod.BuildStep(("a",), make("a")), mod.BuildStep(("b",), make("b"), needs=("a",)),
