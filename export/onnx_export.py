@@ -4,9 +4,10 @@ Why the legacy exporter (`dynamo=False`): on this toolchain it exports ViT and C
 and exactly, while the dynamo exporter fails on ConvNeXt with a dynamic batch from a batch-1
 example (seen when this was chosen; not recorded in benchmarks/results). The static batch-1
 model lets runtimes fold every shape computation for latency. onnxslim removes the shape
-plumbing the exporter emits with identical outputs. Default opset 20 (see OnnxExportConfig).
-ViT attention is exported with separate q/k/v projections (export/attention.py) so that ONNX
-Runtime's transformer optimizer can fuse it. A calibrated student's temperature is a `Div` at the
+plumbing the exporter emits; its graph is kept only where it computes the exporter's outputs
+(`slimmed_if_equal`). Default opset 20 (see OnnxExportConfig). ViT attention is exported with
+separate q/k/v projections (export/attention.py) so that ONNX Runtime's transformer optimizer can
+fuse it. A calibrated student's temperature is a `Div` at the
 end of the graph (`with_temperature`), so every target built from this ONNX (ORT INT8, OpenVINO,
 TensorRT) and any plain runtime consumer gets calibrated probabilities from a softmax alone.
 """
@@ -80,12 +81,44 @@ def finalize_onnx(path: Path, md: dict, slim: bool = True) -> None:
 
     proto = onnx.load(str(path))
     if slim:
-        import onnxslim
-
-        proto = onnxslim.slim(proto)
+        proto = slimmed_if_equal(proto)
     md_mod.set_onnx_metadata(proto, md)
     onnx.checker.check_model(proto, full_check=True)
     onnx.save(proto, str(path))
+
+
+def slimmed_if_equal(proto: Any) -> Any:
+    """onnxslim's graph where it computes what the exporter's graph does on a random input, else the
+    exporter's graph (with a warning). Why the check: onnxslim 0.1.98's constant folding changed the
+    logits of a trained 48-px EfficientNet-Lite0 (timm's dynamic "same" padding), which verify would
+    then have failed as an FP32 artifact; `tests/test_export_units.py` covers the fallback."""
+    import numpy as np
+    import onnxslim
+
+    slimmed = onnxslim.slim(proto)
+    x = np.random.default_rng(0).standard_normal(_input_shape(proto), dtype=np.float32)
+    want, got = _run(proto, x), _run(slimmed, x)
+    if want.shape == got.shape and np.allclose(want, got, rtol=1e-4, atol=1e-4):
+        return slimmed
+    from edgekd.export.progress import log
+
+    log.warning("onnxslim changed the model's outputs (max |diff| %.3g on a random input): kept the "
+                "exporter's graph unslimmed", float(np.abs(want - got).max()) if want.shape == got.shape else np.inf)
+    return proto
+
+
+def _input_shape(proto: Any) -> tuple[int, ...]:
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    return tuple(d.dim_value if d.dim_value > 0 else 2 for d in dims)  # a dynamic batch as 2
+
+
+def _run(proto: Any, x: Any) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # the graph as written
+    sess = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
 
 
 def export_onnx(model: Any, meta: StudentCard, out_dir: Path, cfg: OnnxExportConfig | None = None) -> OnnxExport:

@@ -287,3 +287,33 @@ def test_onnx_runtime_quantizes_vit_attention_unless_asked_to_keep_it_float():
     excluded, kept, _ = _plan(proto, "vit_tiny_patch16_224", OrtQuantConfig(keep_float=keep))
     assert excluded == ["norm1", "attn/MatMul", "attn/Softmax"] and ACTIVATION_MATMUL in kept
     assert onnx.checker.check_model(proto) is None
+
+
+def test_an_onnxslim_graph_that_changes_the_outputs_is_not_kept(tmp_path, monkeypatch):
+    """onnxslim's graph replaces the exporter's only where it computes the same outputs: a slim that
+    alters a weight (as its constant folding altered a trained 48-px Lite0's logits) leaves the
+    exporter's graph in place; a faithful one is kept."""
+    torch = pytest.importorskip("torch")
+    onnx = pytest.importorskip("onnx")
+    import onnxslim
+    from onnx import numpy_helper
+
+    from edgekd.export import onnx_export
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(2)).eval()
+    model(torch.zeros(1, 3, 8, 8))
+    path = tmp_path / "m.onnx"
+    onnx_export._export_one(model, torch.zeros(2, 3, 8, 8), path, 17, dynamic=True)
+    exported = onnx.load(str(path))
+
+    slim = onnxslim.slim
+
+    def corrupting_slim(proto):
+        out = slim(proto)
+        w = out.graph.initializer[0]
+        w.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(w) * 1.5, w.name))
+        return out
+
+    assert onnx_export.slimmed_if_equal(exported) is not exported  # a faithful slim is kept
+    monkeypatch.setattr(onnxslim, "slim", corrupting_slim)
+    assert onnx_export.slimmed_if_equal(exported) is exported
