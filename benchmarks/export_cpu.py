@@ -453,6 +453,9 @@ class RowSpec:
     config: str
     hint: str | None = "f32"  # OpenVINO INFERENCE_PRECISION_HINT; None = the device's default
     timed_art: str | None = None  # time this file instead (ORT FP32: the static batch-1 export)
+    # an alternative to a default (another format, calibration, fusion, float set): measured beside it, not
+    # a candidate, since `edgekd export` with its defaults builds only the others and the pick is theirs
+    alternative: bool = False
 
 
 def row_specs(arts: dict[str, Path]) -> list[RowSpec]:
@@ -461,9 +464,9 @@ def row_specs(arts: dict[str, Path]) -> list[RowSpec]:
     ort, ov = "onnxruntime", "openvino"
     specs = [RowSpec("ort-fp32", ort, "fp32", "onnx", "static b1 ONNX, ORT_ENABLE_ALL", timed_art="onnx_b1"),
              RowSpec("ort-int8", ort, "int8", "ort_int8", "QOperator U8S8 (CPU default), accuracy-aware"),
-             RowSpec("ort-int8-s8s8", ort, "int8", "ort_s8s8", "QDQ S8S8, same float nodes"),
+             RowSpec("ort-int8-s8s8", ort, "int8", "ort_s8s8", "QDQ S8S8, same float nodes", alternative=True),
              RowSpec("ort-int8-mean-minmax", ort, "int8", "ort_mean_minmax",
-                     "QOperator U8S8, mean-minmax calibration, same float nodes")]
+                     "QOperator U8S8, mean-minmax calibration, same float nodes", alternative=True)]
     vit_forms = {f"ort_fusions_{m}": (f"ort-int8-fusions-{m}", f"QOperator U8S8, transformer fusions: {m}, same float nodes")
                  for m in other_fusion_modes()}
     vit_forms["ort_static_matmul"] = ("ort-int8-static-matmul", "QOperator U8S8, MatMul only, same float nodes")
@@ -471,14 +474,16 @@ def row_specs(arts: dict[str, Path]) -> list[RowSpec]:
                                                                    "transformer optimizer (ORT's transformer recipe)")
     vit_forms["ort_int8_attention_float"] = ("ort-int8-attention-float",
                                              "QOperator U8S8, attention MatMuls float, accuracy-aware")
-    specs += [RowSpec(name, ort, "int8", key, config) for key, (name, config) in vit_forms.items() if key in arts]
+    specs += [RowSpec(name, ort, "int8", key, config, alternative=True) for key, (name, config) in vit_forms.items()
+              if key in arts]
     return specs + [
         RowSpec("ov-fp32", ov, "fp32", "ov_fp32", "f32 pinned"),
         RowSpec("ov-fp32-default", ov, "fp32", "ov_fp32", "device default hint (BF16 where the CPU has it)", hint=None),
         RowSpec("ov-int8", ov, "int8", "ov_int8", "NNCF accuracy-aware, rest f32 pinned"),
         RowSpec("ov-int8-default", ov, "int8", "ov_int8", "NNCF accuracy-aware, rest at the device default", hint=None),
     ] + ([RowSpec("ov-int8-attention-float", ov, "int8", "ov_int8_attention_float",
-                  "NNCF accuracy-aware, attention MatMuls float, rest f32 pinned")] if "ov_int8_attention_float" in arts else [])
+                  "NNCF accuracy-aware, attention MatMuls float, rest f32 pinned", alternative=True)]
+       if "ov_int8_attention_float" in arts else [])
 
 
 @dataclass
@@ -544,6 +549,7 @@ class Row:
     runs: str  # the float precision the runtime computed in (OpenVINO: its resolved hint)
     verified_as: str | None  # the precision verify held it to; None = the reference
     device_default: bool  # OpenVINO compiled without a precision hint: `runs` is what the device chose
+    alternative: bool  # RowSpec.alternative: measured beside the default form, not a candidate for the pick
     config: str
     isa: str
     p50_ms: float
@@ -599,7 +605,7 @@ def artifact_row(common: dict, o: Opened, v: VerifyResult, share: Int8Share | No
     s = o.spec
     return Row(**common, name=s.name, backend=s.backend, precision=s.precision,
                precision_label=precision_label(s.precision, share.share if share else None, o.runs), runs=o.runs,
-               verified_as=o.verified_as, device_default=s.hint is None, config=s.config, **t.fields(s.name, s.backend), verdict=verdict(v, share),
+               verified_as=o.verified_as, device_default=s.hint is None, alternative=s.alternative, config=s.config, **t.fields(s.name, s.backend), verdict=verdict(v, share),
                passes_verify=v.passed, gate=v.gate.outcome.value if v.gate else None,
                int8_share=round(share.share, 4) if share else None, int8_kernels=share.by_op if share else None,
                accuracy=round(v.accuracy, 2), accuracy_drop=round(v.drop_pt, 2), agreement=round(v.agreement_pct, 2),
@@ -609,7 +615,7 @@ def artifact_row(common: dict, o: Opened, v: VerifyResult, share: Int8Share | No
 
 def reference_row(common: dict, weights: Path, accuracy: float, t: Timings) -> Row:
     return Row(**common, name=REFERENCE, backend="pytorch", precision="fp32", precision_label="fp32", runs="fp32",
-               verified_as=None, device_default=False, config="eager, inference_mode", **t.fields(REFERENCE, "pytorch"), verdict="reference",
+               verified_as=None, device_default=False, alternative=False, config="eager, inference_mode", **t.fields(REFERENCE, "pytorch"), verdict="reference",
                passes_verify=None, gate=None, int8_share=None, int8_kernels=None, accuracy=round(accuracy, 2),
                accuracy_drop=0.0, agreement=100.0, max_abs_diff=0.0, cosine=1.0, size_mb=_size(weights),
                path=str(weights))
@@ -640,15 +646,17 @@ class ModelResult:
                 "headline": self.headline, f"pick_at_{TARGET_X:g}x_eager": self.target}
 
 
-def candidates(rows: list[Row]) -> list[Candidate]:
-    """The artifact rows as the product's pick sees them (verdict pass/fail from verify). A device-default
-    row whose float part ran fp32 is left out: it is its f32-pinned twin run again (as `edgekd export`
-    builds no BF16 candidate on a CPU without BF16), and timing noise alone would rank the two."""
+def candidates(rows: list[Row], alternatives: bool = False) -> list[Candidate]:
+    """The artifact rows as the product's pick sees them (verdict pass/fail from verify): what `edgekd export`
+    builds with its defaults, and with `alternatives` the other forms too. A device-default row whose float
+    part ran fp32 is left out: it is its f32-pinned twin run again (as `edgekd export` builds no BF16
+    candidate on a CPU without BF16), and timing noise alone would rank the two."""
     from edgekd.export.pick import Candidate
 
     return [Candidate(r.name, r.path, r.backend, r.precision, r.p50_ms, "pass" if r.passes_verify else "fail",
                       gated=r.gate is not None, int8_share=r.int8_share, runs=r.runs)
-            for r in rows if r.backend != "pytorch" and not (r.device_default and r.runs == "fp32")]
+            for r in rows if r.backend != "pytorch" and not (r.device_default and r.runs == "fp32")
+            and (alternatives or not r.alternative)]
 
 
 def bench_model(name: str, run: Path, a: Args, isa: str, cpu: str) -> ModelResult:
@@ -725,7 +733,7 @@ def _int8_findings(rows: list[Row]) -> list[str]:
     int8 = [r for r in rows if r.precision == "int8"]
     out = ["INT8 against the same runtime's FP32 (what INT8 itself buys): " + ", ".join(
         f"{r.name} [{r.precision_label}] {r.vs_runtime_fp32}x ({_short(r)})" for r in int8) + "."]
-    slow = slower_int8(candidates(rows))
+    slow = slower_int8(candidates(rows, alternatives=True))
     if slow:
         out.append("Slower than FP32: " + "; ".join(f"{k} is {v}" for k, v in slow.items()) + ".")
     return out
@@ -798,7 +806,9 @@ def verify_sentence() -> str:
             f"default thresholds of the precision it ran (`verified_as`: {bars}) {gate}. INT8 rows: the share of "
             f"their Conv/MatMul/Gemm MACs that runs in INT8 kernels, read from the runtime; under "
             f"{100 * FLOAT_FALLBACK_BELOW:g} % the verdict is FLOAT FALLBACK. The pick is `edgekd.export.pick.choose`'s: "
-            "the fastest candidate that passes, never a FLOAT FALLBACK.")
+            "the fastest candidate that passes, never a FLOAT FALLBACK; the candidates are the rows `edgekd export` "
+            "builds with its defaults; the other forms (another format, calibration, fusion or float set: "
+            "`RowSpec.alternative`) are measured beside them, not picked.")
 
 
 def main(argv: list[str] | None = None) -> int:

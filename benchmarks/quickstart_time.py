@@ -78,7 +78,24 @@ def outcome(run: Path) -> dict:
     int8 = [{"name": a["name"], "passed": a["passed"], "int8_share": a.get("int8_share"),
              "agreement_pct": a["agreement_pct"], "reasons": a["reasons"]}
             for a in report["artifacts"] if a["precision"] == "int8" and a["status"] == "ok"]
-    return {"test_accuracy": round(train["test"]["accuracy"], 4), "int8": int8, "pick": report.get("pick_headline")}
+    return {"test_accuracy": round(train["test"]["accuracy"], 4), "int8": int8, "pick": report.get("pick_headline"),
+            "steps": train["steps"], "step_s": round(train["step_seconds_mean"], 4)}
+
+
+def training_bound(t: dict[str, int], o: dict) -> str:
+    """Where the training stage goes, and the step time the budget would need with the other stages as they ran."""
+    if "train" not in t or not o.get("steps"):
+        return ""
+    steps_s = o["steps"] * o["step_s"]
+    others = t["total"] - t["train"]
+    need = (BUDGET_S - others - (t["train"] - steps_s)) / o["steps"]  # the stage's own overhead kept
+    head = (f"Training: {o['steps']} optimizer steps x {o['step_s']:.3f} s (`step_seconds_mean`: S's forward and "
+            f"backward, S' forward, the EMA update) = {steps_s:.0f} s of the stage's {t['train']} s (the rest: launch, "
+            f"data, validation, test evaluation, saving). The other stages took {others} s")
+    if need <= 0:
+        return head + f": no step time fits the {BUDGET_S} s budget with that overhead."
+    return head + (f", so within {BUDGET_S} s the training stage would have {BUDGET_S - others} s: with the same "
+                   f"overhead, a step of at most {need:.3f} s ({o['step_s'] / need:.2f}x faster than this run's).")
 
 
 def markdown(res: dict) -> str:
@@ -94,7 +111,8 @@ def markdown(res: dict) -> str:
              f"Total **{t.get('total')} s** (exit code {res['rc']}) against the {BUDGET_S} s budget: {met}. "
              f"S's test accuracy {o['test_accuracy']}.", "",
              "| stage | wall s |", "|---|---|"] + [f"| {k} | {v} |" for k, v in t.items()]
-    lines += ["", f"Deployment pick: {o['pick']}", "", "INT8 artifacts:"]
+    bound = training_bound(t, o) if t.get("total", 0) > BUDGET_S else ""
+    lines += (["", bound] if bound else []) + ["", f"Deployment pick: {o['pick']}", "", "INT8 artifacts:"]
     for a in o["int8"]:
         share = f"{100 * a['int8_share']:.0f} % INT8" if a["int8_share"] is not None else "INT8 share unknown"
         verdict = "passes verify" if a["passed"] else "FAILS verify: " + "; ".join(a["reasons"])

@@ -82,3 +82,30 @@ def test_rebuild_names_one_model_or_all(monkeypatch):
     a = mod.parse(["--rebuild", "Lite0-224:ort_int8,ov_int8"])
     assert mod.rebuild_keys(a, "Lite0-224") == ("ort_int8", "ov_int8")
     assert mod.rebuild_keys(a, "ViT-T") == ("ov_int8",)
+
+
+def test_the_pick_is_among_the_default_forms_only(monkeypatch):
+    """A faster alternative form (here a ViT ORT INT8 with attention float) is measured beside the default
+    but never the pick: `edgekd export` with its defaults would not build it."""
+    from pathlib import Path
+
+    mod = load(monkeypatch)
+    arts = {k: Path(f"/x/{k}") for k in ("onnx", "onnx_b1", "ort_int8", "ort_s8s8", "ort_mean_minmax", "ov_fp32",
+                                        "ov_int8", "ort_int8_attention_float", "ov_int8_attention_float")}
+    specs = mod.row_specs(arts)
+    alternatives = {s.name for s in specs if s.alternative}
+    assert alternatives == {"ort-int8-s8s8", "ort-int8-mean-minmax", "ort-int8-attention-float", "ov-int8-attention-float"}
+
+    def row(spec, ms):
+        return mod.Row(model="m", label="m", input_px=8, name=spec.name, backend=spec.backend, precision=spec.precision,
+                       precision_label=spec.precision, runs="fp32", verified_as=spec.precision,
+                       device_default=spec.hint is None, alternative=spec.alternative, config="", isa="", p50_ms=ms,
+                       p50_ms_rounds=[ms], speedup_vs_torch=1.0, vs_runtime_fp32=1.0, verdict="PASS", passes_verify=True,
+                       gate="pass", int8_share=1.0 if spec.precision == "int8" else None, int8_kernels=None,
+                       accuracy=1.0, accuracy_drop=0.0, agreement=100.0, max_abs_diff=0.0, cosine=1.0, size_mb=1.0,
+                       path=f"/x/{spec.name}", test_images=1, training="")
+
+    rows = [row(s, 1.0 if s.alternative else 2.0 + i) for i, s in enumerate(specs)]
+    names = {c.name for c in mod.candidates(rows)}
+    assert names and not names & alternatives
+    assert alternatives <= {c.name for c in mod.candidates(rows, alternatives=True)}
