@@ -234,6 +234,8 @@ def artifact_paths(out: Path, architecture: str) -> dict[str, Path]:
                      "ort_dynamic_matmul": onnx / "model.int8.dynamic-matmul.onnx",
                      "ort_int8_attention_float": onnx / "model.int8.attention-float.onnx",
                      "ov_int8_attention_float": ov / "model.int8.attention-float.xml"})
+    if arch_family(architecture) == "efficientnet":  # where ORT's PTQ fails within the float budget
+        arts["ort_int8_qat"] = onnx / "model.int8.qat.onnx"
     return arts
 
 
@@ -321,6 +323,17 @@ def _ort_attention_float(b: BuildInputs, info: dict) -> dict:
     return b.ort_accuracy_aware("ort_int8_attention_float", OrtQuantConfig.for_cpu(keep_float=keep))
 
 
+def _ort_qat(b: BuildInputs, info: dict) -> dict:
+    """`edgekd export --int8 qat`: quantization-aware self-distillation, then the accuracy-aware ORT quantizer."""
+    from edgekd.export.ort_quant import OrtQuantConfig, quantize_accuracy_aware
+    from edgekd.export.qat import qat_then_quantize
+
+    calib, val = b.sets
+    q, minutes = qat_then_quantize(b.src.weights, calib, val, b.src.architecture, lambda trained: quantize_accuracy_aware(
+        trained, b.arts["ort_int8_qat"], calib, val, b.src.architecture, OrtQuantConfig.for_cpu(), b.target, b.threads))
+    return {"ort_int8_qat": asdict(q), "ort_int8_qat_s": 60 * minutes}
+
+
 def _ov_fp32(b: BuildInputs, info: dict) -> dict:
     from edgekd.export import openvino_export as ovx
 
@@ -352,6 +365,7 @@ def build_steps() -> list[BuildStep]:
         BuildStep(vit_forms, lambda b, i: _build_vit_ort_forms(b.arts, b.sets[0], b.src.architecture, _same_float(i)),
                   ("ort_int8",)),
         BuildStep(("ort_int8_attention_float",), _ort_attention_float, ("onnx",)),
+        BuildStep(("ort_int8_qat",), _ort_qat, ("onnx",)),
         BuildStep(("ov_fp32",), _ov_fp32, ("onnx",)),
         BuildStep(("ov_int8",), lambda b, i: b.ov_accuracy_aware("ov_int8", OpenVINOQuantConfig()), ("onnx",)),
         BuildStep(("ov_int8_attention_float",), lambda b, i: b.ov_accuracy_aware(
@@ -474,7 +488,9 @@ def row_specs(arts: dict[str, Path]) -> list[RowSpec]:
                                                                    "transformer optimizer (ORT's transformer recipe)")
     vit_forms["ort_int8_attention_float"] = ("ort-int8-attention-float",
                                              "QOperator U8S8, attention MatMuls float, accuracy-aware")
-    specs += [RowSpec(name, ort, "int8", key, config, alternative=True) for key, (name, config) in vit_forms.items()
+    forms = {**vit_forms, "ort_int8_qat": ("ort-int8-qat", "QAT by self-distillation, then QOperator U8S8 accuracy-aware "
+                                                            "(`edgekd export --int8 qat`)")}
+    specs += [RowSpec(name, ort, "int8", key, config, alternative=True) for key, (name, config) in forms.items()
               if key in arts]
     return specs + [
         RowSpec("ov-fp32", ov, "fp32", "ov_fp32", "f32 pinned"),
@@ -712,7 +728,21 @@ def findings(m: ModelResult) -> list[str]:
         out += _vit_ort_findings(m.rows)
     if "ov-int8-attention-float" in {r.name for r in m.rows}:
         out += _attention_findings(m.rows)
+    if "ort-int8-qat" in {r.name for r in m.rows}:
+        out += _qat_findings(m.rows, m.build)
     return out
+
+
+def _qat_findings(rows: list[Row], build: dict) -> list[str]:
+    """ONNX Runtime INT8 by PTQ and by QAT side by side: share, latency, agreement, verdict, build minutes."""
+    by = {r.name: r for r in rows}
+
+    def side(r: Row, key: str) -> str:
+        minutes = f", built in {build[key + '_s'] / 60:.1f} min" if key + "_s" in build else ""
+        return f"{r.name} {r.precision_label} {r.p50_ms} ms ({_short(r)}{minutes})"
+
+    return ["ONNX Runtime INT8, PTQ vs QAT: " + side(by["ort-int8"], "ort_int8") + " vs "
+            + side(by["ort-int8-qat"], "ort_int8_qat") + "."]
 
 
 def _attention_findings(rows: list[Row]) -> list[str]:

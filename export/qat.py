@@ -22,7 +22,7 @@ import copy
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -31,6 +31,8 @@ from edgekd.export.ort_quant import nncf_ort_kwargs
 
 if TYPE_CHECKING:
     import torch
+
+    from edgekd.export.int8_accuracy import QuantReport, ValidationSet
 
     from edgekd.shared.card import StudentCard
 
@@ -220,3 +222,27 @@ def training_images(calib: CalibrationSet, search: CalibrationSet) -> Calibratio
     never the certification half, which must judge the result unseen."""
     return CalibrationSet(np.concatenate([calib.x, search.x]), np.concatenate([calib.labels, search.labels]),
                           [*calib.paths, *search.paths])
+
+
+def qat_then_quantize(weights: Path, calib: CalibrationSet, val: "ValidationSet", architecture: str,
+                      quantize: Callable[[Path], "QuantReport"]) -> tuple["QuantReport", float]:
+    """`edgekd export --int8 qat`: self-distil the student at `weights` into its fake-quantized copy on the
+    calibration images and the validation slice's search half, export the fine-tuned float student to a
+    temporary ONNX and let `quantize` (ORT's accuracy-aware quantizer) make the artifact from it, so the
+    certification half still judges it unseen. Returns the quantizer's report, its scheme prefixed with
+    the QAT, and the minutes spent."""
+    import tempfile
+    from dataclasses import replace
+
+    from edgekd.export import contract
+    from edgekd.export.onnx_export import OnnxExportConfig, export_onnx
+
+    student, card = contract.load_student(weights)
+    search, _ = val.halves()
+    t0 = time.perf_counter()
+    result = quantization_aware_distill(student, calib, training_images(calib, search.images), architecture)
+    with tempfile.TemporaryDirectory() as d:
+        q = quantize(export_onnx(trained_float(result), card, Path(d), OnnxExportConfig(static_batch=0)).dynamic)
+    q = replace(q, scheme=f"QAT ({result.steps} steps of self-distillation, {result.folded_bn} BatchNorms folded) "
+                          f"then {q.scheme}")
+    return q, (time.perf_counter() - t0) / 60

@@ -7,7 +7,6 @@ The mechanics live in `edgekd.export.onnx_export` and `edgekd.export.ort_quant`.
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -75,29 +74,16 @@ class Onnx(Target):
         return quantize_accuracy_aware(src, dst, int8.calib, int8.val, inp.architecture, cfg, int8.goal, inp.threads)
 
     def _qat(self, dst: Path, cfg: OrtQuantConfig, ptq: QuantReport | None) -> tuple[QuantReport, list[str]]:
-        """Quantization-aware self-distillation (`edgekd.export.qat`) on the calibration images and the
-        search half, then the same accuracy-aware ORT quantizer on the fine-tuned float student, so the
-        certification half still judges it unseen. Returns its report and the PTQ-vs-QAT note."""
-        import tempfile
-
-        from edgekd.export import contract, qat
-        from edgekd.export.onnx_export import OnnxExportConfig, export_onnx
+        """Quantization-aware self-distillation, then the same accuracy-aware ORT quantizer on the fine-tuned
+        float student (`edgekd.export.qat.qat_then_quantize`). Returns its report and the PTQ-vs-QAT note."""
+        from edgekd.export import qat
 
         inp, int8 = self.inputs, self.int8
         if int8.val is None or inp.student is None:
             raise EdgeKDError("--int8 qat needs accuracy control (its certification half judges the result); "
                               "fix: drop --no-accuracy-control or pass --int8 ptq")
-        student, card = contract.load_student(inp.student)
-        search, _ = int8.val.halves()
-        t0 = time.perf_counter()
-        result = qat.quantization_aware_distill(student, int8.calib, qat.training_images(int8.calib, search.images),
-                                                inp.architecture)
-        with tempfile.TemporaryDirectory() as d:
-            trained = export_onnx(qat.trained_float(result), card, Path(d), OnnxExportConfig(static_batch=0)).dynamic
-            q = self._ptq(trained, dst, cfg)
-        minutes = (time.perf_counter() - t0) / 60
-        q = replace(q, scheme=f"QAT ({result.steps} steps of self-distillation, {result.folded_bn} BatchNorms folded) "
-                              f"then {q.scheme}")
+        q, minutes = qat.qat_then_quantize(inp.student, int8.calib, int8.val, inp.architecture,
+                                           lambda trained: self._ptq(trained, dst, cfg))
         return q, [_ptq_vs_qat(ptq, q, minutes)]
 
 
