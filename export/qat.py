@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+from edgekd.export import progress
 from edgekd.export.calibration import CalibrationSet
 from edgekd.export.ort_quant import nncf_ort_kwargs
 
@@ -164,7 +165,7 @@ def _fine_tune(model: "torch.nn.Module", teacher: "torch.nn.Module", train: Cali
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
     freeze_batchnorm(model)
     losses = []
-    for _ in range(cfg.steps):
+    for _ in progress.bar(range(cfg.steps), cfg.steps, "QAT", "step"):  # the long loop of a 224-px export
         idx = torch.randint(0, len(x), (cfg.batch_size,), generator=g)
         with torch.no_grad():
             target = teacher(x[idx])
