@@ -276,12 +276,16 @@ class BuildInputs:
         return ovx.convert(self.arts["onnx"])
 
     def ort_accuracy_aware(self, key: str, cfg: OrtQuantConfig) -> dict:
+        t = time.perf_counter()
+        r = self.ort_search(self.arts["onnx"], key, cfg)
+        return {key: asdict(r), f"{key}_s": time.perf_counter() - t}
+
+    def ort_search(self, src: Path, key: str, cfg: OrtQuantConfig) -> QuantReport:
+        """The accuracy-aware ORT quantizer of `edgekd export` on `src`, writing artifact `key`."""
         from edgekd.export.ort_quant import quantize_accuracy_aware
 
-        t = time.perf_counter()
-        r = quantize_accuracy_aware(self.arts["onnx"], self.arts[key], *self.sets, self.src.architecture, cfg,
-                                    self.target, self.threads)
-        return {key: asdict(r), f"{key}_s": time.perf_counter() - t}
+        return quantize_accuracy_aware(src, self.arts[key], *self.sets, self.src.architecture, cfg, self.target,
+                                       self.threads)
 
     def ov_accuracy_aware(self, key: str, cfg: OpenVINOQuantConfig) -> dict:
         from edgekd.export import openvino_export as ovx
@@ -325,12 +329,11 @@ def _ort_attention_float(b: BuildInputs, info: dict) -> dict:
 
 def _ort_qat(b: BuildInputs, info: dict) -> dict:
     """`edgekd export --int8 qat`: quantization-aware self-distillation, then the accuracy-aware ORT quantizer."""
-    from edgekd.export.ort_quant import OrtQuantConfig, quantize_accuracy_aware
+    from edgekd.export.ort_quant import OrtQuantConfig
     from edgekd.export.qat import qat_then_quantize
 
-    calib, val = b.sets
-    q, minutes = qat_then_quantize(b.src.weights, calib, val, b.src.architecture, lambda trained: quantize_accuracy_aware(
-        trained, b.arts["ort_int8_qat"], calib, val, b.src.architecture, OrtQuantConfig.for_cpu(), b.target, b.threads))
+    q, minutes = qat_then_quantize(b.src.weights, *b.sets, b.src.architecture,
+                                   lambda trained: b.ort_search(trained, "ort_int8_qat", OrtQuantConfig.for_cpu()))
     return {"ort_int8_qat": asdict(q), "ort_int8_qat_s": 60 * minutes}
 
 

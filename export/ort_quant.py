@@ -318,7 +318,7 @@ def stamp_int8_metadata(src: Path, dst: Path) -> None:
     onnx.save(q, str(dst))
 
 
-def _tensors(model: Any, names: list[str], x: np.ndarray) -> dict[str, np.ndarray]:
+def tensor_values(model: Any, names: list[str], x: np.ndarray) -> dict[str, np.ndarray]:
     """Values of intermediate tensors `names` (made graph outputs) for input batch x."""
     import onnx
     import onnxruntime as ort
@@ -357,7 +357,7 @@ def rank_sensitivity(src: Path, calib: CalibrationSet, architecture: str, cfg: O
     names = sorted({t for n in nodes for t in (*ins[n.name], n.output[0])})
     qnames = {t for n in qmodel.graph.node for t in n.output} | {i.name for i in qmodel.graph.input}
     names = [t for t in names if t in qnames]
-    f, q = _tensors(fmodel, names, x), _tensors(qmodel, names, x)
+    f, q = tensor_values(fmodel, names, x), tensor_values(qmodel, names, x)
 
     def rel(t: str) -> float:
         if t not in f:
