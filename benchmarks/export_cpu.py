@@ -234,7 +234,8 @@ def artifact_paths(out: Path, architecture: str) -> dict[str, Path]:
                      "ort_dynamic_matmul": onnx / "model.int8.dynamic-matmul.onnx",
                      "ort_int8_attention_float": onnx / "model.int8.attention-float.onnx",
                      "ov_int8_attention_float": ov / "model.int8.attention-float.xml"})
-    if arch_family(architecture) == "efficientnet":  # where ORT's PTQ fails within the float budget
+    if arch_family(architecture) == "efficientnet":  # where ORT's own quantizer fails within the float budget
+        arts["ort_int8_ort_quantizer"] = onnx / "model.int8.ort-quantizer.onnx"
         arts["ort_int8_qat"] = onnx / "model.int8.qat.onnx"
     return arts
 
@@ -305,10 +306,10 @@ def _onnx(b: BuildInputs, info: dict) -> dict:
 
 
 def _same_float(info: dict) -> OrtQuantConfig:
-    """The CPU form with the accuracy-aware ORT INT8's float nodes: the forms that differ from it in one thing."""
+    """ORT's quantizer with the accuracy-aware ORT INT8's float nodes: the forms that differ from it in one thing."""
     from edgekd.export.ort_quant import OrtQuantConfig
 
-    return replace(OrtQuantConfig.for_cpu(), exclude_nodes=tuple(info["ort_int8"]["searched_float_nodes"]))
+    return replace(OrtQuantConfig.for_cpu(quantizer="ort"), exclude_nodes=tuple(info["ort_int8"]["searched_float_nodes"]))
 
 
 def _ort_other_forms(b: BuildInputs, info: dict) -> dict:
@@ -328,12 +329,14 @@ def _ort_attention_float(b: BuildInputs, info: dict) -> dict:
 
 
 def _ort_qat(b: BuildInputs, info: dict) -> dict:
-    """`edgekd export --int8 qat`: quantization-aware self-distillation, then the accuracy-aware ORT quantizer."""
+    """`edgekd export --int8 qat --quantizer ort`: quantization-aware self-distillation, then ORT's accuracy-aware
+    quantizer (what QAT was measured against before NNCF's ranges became the EfficientNet default)."""
     from edgekd.export.ort_quant import OrtQuantConfig
     from edgekd.export.qat import qat_then_quantize
 
+    cfg = OrtQuantConfig.for_cpu(quantizer="ort")
     q, minutes = qat_then_quantize(b.src.weights, *b.sets, b.src.architecture,
-                                   lambda trained: b.ort_search(trained, "ort_int8_qat", OrtQuantConfig.for_cpu()))
+                                   lambda trained: b.ort_search(trained, "ort_int8_qat", cfg))
     return {"ort_int8_qat": asdict(q), "ort_int8_qat_s": 60 * minutes}
 
 
@@ -364,6 +367,8 @@ def build_steps() -> list[BuildStep]:
     return [
         BuildStep(("onnx", "onnx_b1"), _onnx),
         BuildStep(("ort_int8",), lambda b, i: b.ort_accuracy_aware("ort_int8", OrtQuantConfig.for_cpu()), ("onnx",)),
+        BuildStep(("ort_int8_ort_quantizer",), lambda b, i: b.ort_accuracy_aware(
+            "ort_int8_ort_quantizer", OrtQuantConfig.for_cpu(quantizer="ort")), ("onnx",)),
         BuildStep(("ort_s8s8", "ort_mean_minmax"), _ort_other_forms, ("ort_int8",)),
         BuildStep(vit_forms, lambda b, i: _build_vit_ort_forms(b.arts, b.sets[0], b.src.architecture, _same_float(i)),
                   ("ort_int8",)),
@@ -479,8 +484,10 @@ def row_specs(arts: dict[str, Path]) -> list[RowSpec]:
     """Every candidate of one model. Each backend's f32-pinned FP32 row comes first: it is what
     `vs_runtime_fp32` divides by."""
     ort, ov = "onnxruntime", "openvino"
+    nncf_default = "ort_int8_ort_quantizer" in arts  # the families whose ORT INT8 NNCF's PTQ makes
     specs = [RowSpec("ort-fp32", ort, "fp32", "onnx", "static b1 ONNX, ORT_ENABLE_ALL", timed_art="onnx_b1"),
-             RowSpec("ort-int8", ort, "int8", "ort_int8", "QOperator U8S8 (CPU default), accuracy-aware"),
+             RowSpec("ort-int8", ort, "int8", "ort_int8", "NNCF PTQ as QDQ U8S8 (CPU default), accuracy-aware"
+                     if nncf_default else "QOperator U8S8 (CPU default), accuracy-aware"),
              RowSpec("ort-int8-s8s8", ort, "int8", "ort_s8s8", "QDQ S8S8, same float nodes", alternative=True),
              RowSpec("ort-int8-mean-minmax", ort, "int8", "ort_mean_minmax",
                      "QOperator U8S8, mean-minmax calibration, same float nodes", alternative=True)]
@@ -491,8 +498,11 @@ def row_specs(arts: dict[str, Path]) -> list[RowSpec]:
                                                                    "transformer optimizer (ORT's transformer recipe)")
     vit_forms["ort_int8_attention_float"] = ("ort-int8-attention-float",
                                              "QOperator U8S8, attention MatMuls float, accuracy-aware")
-    forms = {**vit_forms, "ort_int8_qat": ("ort-int8-qat", "QAT by self-distillation, then QOperator U8S8 accuracy-aware "
-                                                            "(`edgekd export --int8 qat`)")}
+    forms = {**vit_forms,
+             "ort_int8_ort_quantizer": ("ort-int8-ort-quantizer", "QOperator U8S8 by ORT's quantizer, accuracy-aware "
+                                                                  "(`--quantizer ort`)"),
+             "ort_int8_qat": ("ort-int8-qat", "QAT by self-distillation, then QOperator U8S8 by ORT's quantizer, "
+                                              "accuracy-aware (`edgekd export --int8 qat --quantizer ort`)")}
     specs += [RowSpec(name, ort, "int8", key, config, alternative=True) for key, (name, config) in forms.items()
               if key in arts]
     return specs + [
@@ -744,8 +754,9 @@ def _qat_findings(rows: list[Row], build: dict) -> list[str]:
         minutes = f", built in {build[key + '_s'] / 60:.1f} min" if key + "_s" in build else ""
         return f"{r.name} {r.precision_label} {r.p50_ms} ms ({_short(r)}{minutes})"
 
-    return ["ONNX Runtime INT8, PTQ vs QAT: " + side(by["ort-int8"], "ort_int8") + " vs "
-            + side(by["ort-int8-qat"], "ort_int8_qat") + "."]
+    ptq = [side(by[n], k) for n, k in (("ort-int8", "ort_int8"), ("ort-int8-ort-quantizer", "ort_int8_ort_quantizer"))
+           if n in by]
+    return ["ONNX Runtime INT8, PTQ vs QAT: " + " and ".join(ptq) + " vs " + side(by["ort-int8-qat"], "ort_int8_qat") + "."]
 
 
 def _attention_findings(rows: list[Row]) -> list[str]:

@@ -8,7 +8,9 @@ Why these settings (the forms are timed side by side in benchmarks/results/expor
 - CPU: QOperator U8S8 is the fastest ORT form on x86 (QDQ S8S8 runs slower than FP32 for
   ConvNeXt); the format is configurable (`QUANT_FORMATS`);
 - TensorRT: explicit quantization needs symmetric INT8 Q/DQ pairs (zero point 0) on both
-  activations and per-channel weights; TensorRT fuses them itself, no calibrator.
+  activations and per-channel weights; TensorRT fuses them itself, no calibrator;
+- EfficientNet/MobileNet: NNCF's PTQ writes the ranges (`QUANTIZER_BY_FAMILY`), in a Q/DQ form ORT
+  fuses into U8S8 QLinearConv (`activations_to_uint8`).
 """
 
 from __future__ import annotations
@@ -55,6 +57,17 @@ KEEP_FLOAT_BY_FAMILY: dict[str, tuple[str, ...]] = {
 }
 
 
+#: who computes the INT8 ranges: "ort" (ORT's quantize_static) or "nncf" (NNCF's PTQ on the ONNX graph, fast
+#: bias correction, `quantize_nncf`)
+QUANTIZERS = ("ort", "nncf")
+
+#: architecture family -> quantizer when none is asked for (else "ort"). EfficientNet-Lite0 at 224 px: ORT's
+#: quantizer could not pass verify within the float budget, by PTQ or QAT, where NNCF's ranges pass in a
+#: form ORT runs faster than its own INT8; on ViT-T and ConvNeXt-F NNCF's Q/DQ left half or more of the
+#: MACs float in ORT (benchmarks/results/ort_int8_quantizers-*.md)
+QUANTIZER_BY_FAMILY: dict[str, str] = {"efficientnet": "nncf"}
+
+
 #: architecture family -> ORT calibration when none is asked for (else minmax). mean-minmax raised
 #: both Lite0 students' agreement and lowered ViT-T's below the bar (benchmarks/results/int8_qat.md,
 #: export_cpu-intel-r-xeon-r-processor-2-60ghz.md)
@@ -92,7 +105,8 @@ FUSION_MODES = ("all", "no-attention", "none")
 
 @dataclass
 class OrtQuantConfig:
-    quant_format: str = "qoperator"  # one of QUANT_FORMATS
+    quant_format: str = "qoperator"  # one of QUANT_FORMATS (quantizer "ort"; NNCF's is always QDQ U8S8)
+    quantizer: str | None = None  # one of QUANTIZERS; None = per architecture (QUANTIZER_BY_FAMILY)
     calib_method: str | None = None  # one of CALIB_METHODS; None = per architecture (CALIB_BY_FAMILY)
     per_channel: bool = True
     symmetric_activations: bool = False  # True for TensorRT (S8 activations, zero point 0)
@@ -119,7 +133,14 @@ class OrtQuantConfig:
         the form TensorRT's explicit quantization parses and fuses."""
         extra = {"QuantizeBias": False, "AddQDQPairToWeight": True, **kw.pop("extra", {})}
         # no onnxruntime.transformers fusions: their com.microsoft ops are not ONNX, TensorRT cannot parse them
-        return cls(quant_format="qdq", symmetric_activations=True, extra=extra, transformer_fusions="none", **kw)
+        return cls(quant_format="qdq", quantizer="ort", symmetric_activations=True, extra=extra,
+                   transformer_fusions="none", **kw)
+
+    def resolved_quantizer(self, architecture: str) -> str:
+        q = self.quantizer or QUANTIZER_BY_FAMILY.get(arch_family(architecture), "ort")
+        if q not in QUANTIZERS:
+            raise ValueError(f"quantizer={q!r}: use one of {QUANTIZERS}")
+        return q
 
 
 def has_vnni() -> bool:
@@ -230,25 +251,31 @@ def nncf_ort_kwargs(architecture: str) -> dict[str, Any]:
     return kw
 
 
+def _nncf_data(model: Any, calib: CalibrationSet) -> Any:
+    """The calibration images as an `nncf.Dataset` of batch-1 ONNX feeds."""
+    import nncf
+
+    name = model.graph.input[0].name
+    return nncf.Dataset([{name: calib.x[i : i + 1]} for i in range(len(calib))])
+
+
 def nncf_bias_correct(model: Any, calib: CalibrationSet, architecture: str, float_nodes: list[str]) -> int:
     """Write NNCF's fast-bias-corrected Conv/Gemm biases into the float onnx.ModelProto `model`, in place.
 
     Why: ORT's quantize_static rounds weights and activations without correcting the mean shift
     that rounding puts on each output channel; NNCF's PTQ does (fast bias correction, on by
     default). NNCF quantizes a copy with the same calibration images (`float_nodes` ignored, as
-    ORT will keep them float); its Q/DQ graph runs slowly in ORT, so only the corrected bias
-    initializers (updated in place under their own names) are taken, into the Q/DQ-free float
-    graph ORT's quantizer then starts from. Returns how many biases changed.
+    ORT will keep them float); only the corrected bias initializers (updated in place under their
+    own names) are taken, into the Q/DQ-free float graph ORT's quantizer then starts from.
+    Returns how many biases changed.
     """
     import copy
 
     import nncf
     from onnx import numpy_helper
 
-    name = model.graph.input[0].name
-    data = nncf.Dataset([{name: calib.x[i : i + 1]} for i in range(len(calib))])
-    corrected = nncf.quantize(copy.deepcopy(model), data, subset_size=len(calib), fast_bias_correction=True,
-                              ignored_scope=nncf.IgnoredScope(names=float_nodes, validate=False),
+    corrected = nncf.quantize(copy.deepcopy(model), _nncf_data(model, calib), subset_size=len(calib),
+                              fast_bias_correction=True, ignored_scope=nncf.IgnoredScope(names=float_nodes, validate=False),
                               **nncf_ort_kwargs(architecture))
     new = {i.name: i for i in corrected.graph.initializer}
     biases = {n.input[2] for n in model.graph.node if n.op_type in ("Conv", "Gemm") and len(n.input) > 2}
@@ -261,17 +288,98 @@ def nncf_bias_correct(model: Any, calib: CalibrationSet, architecture: str, floa
     return changed
 
 
+def quantize_nncf(model: Any, dst: Path, calib: CalibrationSet, architecture: str, float_nodes: list[str],
+                  cfg: OrtQuantConfig) -> str:
+    """NNCF's PTQ of the float onnx.ModelProto `model` into `dst`, as a Q/DQ graph ORT runs in U8S8 kernels;
+    returns the scheme for the report.
+
+    NNCF's mixed preset (symmetric per-channel weights, asymmetric activations, per tensor so ORT can fuse
+    a depthwise conv), fast bias correction, `float_nodes` ignored; the overflow fix (7-bit weights) where
+    ORT would reduce_range. Its activation quantizers come out int8; `activations_to_uint8` moves them to
+    the uint8 ORT's x86 kernels fuse."""
+    import nncf
+    import onnx
+
+    kw = nncf_ort_kwargs(architecture)
+    kw["advanced_parameters"].overflow_fix = nncf.OverflowFix.ENABLE if cfg.reduce_range else nncf.OverflowFix.DISABLE
+    q = nncf.quantize(model, _nncf_data(model, calib), subset_size=len(calib), preset=nncf.QuantizationPreset.MIXED,
+                      fast_bias_correction=True, ignored_scope=nncf.IgnoredScope(names=float_nodes, validate=False), **kw)
+    moved = activations_to_uint8(q)
+    onnx.save(q, str(dst))
+    return (f"NNCF PTQ (mixed preset, fast bias correction{', overflow fix' if cfg.reduce_range else ''}) as QDQ "
+            f"u8/s8 per-channel ({moved} activation quantizers moved to uint8)")
+
+
+def activations_to_uint8(model: Any) -> int:
+    """Move a Q/DQ onnx.ModelProto's int8 activation quantizers to uint8, in place; returns how many.
+
+    q + 128 with zero point + 128 dequantizes to the same values over the same 256 levels, so the graph
+    computes what it did. Why: ORT fuses DQ -> Conv -> Q into its U8S8 QLinearConv on x86; with int8
+    activations most of a Lite0's convs ran float (62 % of the MACs INT8 vs 96 % after the move, by
+    `int8_share.ort_int8_share`)."""
+    import onnx
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    readers: dict[str, list[Any]] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+
+    def movable(q: Any) -> bool:
+        zp = inits.get(q.input[2]) if len(q.input) > 2 else None
+        return (q.op_type == "QuantizeLinear" and q.input[0] not in inits and zp is not None
+                and zp.data_type == onnx.TensorProto.INT8
+                and all(r.op_type == "DequantizeLinear" and r.input[2] == q.input[2] for r in readers.get(q.output[0], [])))
+
+    moved = [q for q in model.graph.node if movable(q)]
+    for q in moved:
+        name = f"{q.output[0]}_zero_point_u8"
+        zp = numpy_helper.to_array(inits[q.input[2]]).astype(np.int16) + 128
+        model.graph.initializer.append(numpy_helper.from_array(zp.astype(np.uint8), name))
+        for node in (q, *readers.get(q.output[0], [])):
+            node.input[2] = name
+    outputs = {q.output[0] for q in moved}
+    for vi in model.graph.value_info:
+        if vi.name in outputs:
+            vi.type.tensor_type.elem_type = onnx.TensorProto.UINT8
+    used = {i for n in model.graph.node for i in n.input}
+    keep = [i for i in model.graph.initializer if i.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+    return len(moved)
+
+
 def quantize_onnx(src: Path, dst: Path, calib: CalibrationSet, architecture: str,
                   cfg: OrtQuantConfig | None = None) -> QuantReport:
-    """Static INT8 quantization of `src` into `dst`; returns what was done (for the report)."""
+    """Static INT8 quantization of `src` into `dst` by the config's quantizer; returns what was done (for the report)."""
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     cfg = cfg or OrtQuantConfig()
     pre = dst.with_name(dst.stem + ".pre.onnx")
     fusions = prepare_float(src, pre, architecture, cfg)
     proto = onnx.load(str(pre))
     excluded, kept_types, op_types = _plan(proto, architecture, cfg)
+    if cfg.resolved_quantizer(architecture) == "nncf":
+        scheme = quantize_nncf(proto, dst, calib, architecture, excluded, cfg)
+    else:
+        scheme = _quantize_static(pre, proto, dst, calib, architecture, cfg, excluded, op_types)
+    pre.unlink(missing_ok=True)
+    stamp_int8_metadata(src, dst)
+    return QuantReport(
+        scheme=scheme, calib_images=len(calib), float_nodes=excluded,
+        compute_nodes=sum(n.op_type in cfg.op_types for n in proto.graph.node),
+        float_compute_nodes=sum(n.op_type in cfg.op_types and n.name in excluded for n in proto.graph.node),
+        float_op_types=kept_types, fusions=fusions, searched_float_nodes=list(cfg.exclude_nodes),
+    )
+
+
+def _quantize_static(pre: Path, proto: Any, dst: Path, calib: CalibrationSet, architecture: str, cfg: OrtQuantConfig,
+                     excluded: list[str], op_types: list[str]) -> str:
+    """ORT's quantize_static of the float graph `pre` (loaded: `proto`) into `dst`; returns the scheme."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
     corrected = nncf_bias_correct(proto, calib, architecture, excluded) if cfg.bias_correction else None
     if corrected is not None:
         onnx.save(proto, str(pre))
@@ -291,18 +399,10 @@ def quantize_onnx(src: Path, dst: Path, calib: CalibrationSet, architecture: str
         calibrate_method=method, op_types_to_quantize=op_types, nodes_to_exclude=excluded,
         extra_options=extra,
     )
-    pre.unlink(missing_ok=True)
-    stamp_int8_metadata(src, dst)
     weights = "s8 per-channel" if cfg.per_channel else "s8 per-tensor"
-    return QuantReport(
-        scheme=(f"ORT static {cfg.quant_format} {'s8' if s8_act else 'u8'}/{weights}"
-                f"{', reduce_range' if cfg.reduce_range else ''}, {calib_method}"
-                f"{'' if corrected is None else f', NNCF fast bias correction ({corrected} biases)'}"),
-        calib_images=len(calib), float_nodes=excluded,
-        compute_nodes=sum(n.op_type in cfg.op_types for n in proto.graph.node),
-        float_compute_nodes=sum(n.op_type in cfg.op_types and n.name in excluded for n in proto.graph.node),
-        float_op_types=kept_types, fusions=fusions, searched_float_nodes=list(cfg.exclude_nodes),
-    )
+    return (f"ORT static {cfg.quant_format} {'s8' if s8_act else 'u8'}/{weights}"
+            f"{', reduce_range' if cfg.reduce_range else ''}, {calib_method}"
+            f"{'' if corrected is None else f', NNCF fast bias correction ({corrected} biases)'}")
 
 
 def stamp_int8_metadata(src: Path, dst: Path) -> None:

@@ -61,8 +61,8 @@ CALIB_DATA = Option("calib_data", Path, "calibration manifest (default: RUN/data
                     ("int8",))
 CALIB_SIZE = Option("calib_size", int, f"calibration images, class-stratified (default {DEFAULT_CALIB_SIZE} or the "
                     "whole split)", ("int8",), minimum=1)
-CALIB_METHOD = Option("calib_method", str, "ONNX Runtime calibration (default per architecture: mean-minmax for "
-                      "EfficientNet/MobileNet, else minmax)", ("int8",), choices=CALIB_METHODS)
+CALIB_METHOD = Option("calib_method", str, "ONNX Runtime calibration of ORT's quantizer (default per architecture: "
+                      "mean-minmax for EfficientNet/MobileNet, else minmax)", ("int8",), choices=CALIB_METHODS)
 KEEP_FLOAT = Option("keep_float", comma_list, "comma list of op types / node-name substrings kept float (default per "
                     "architecture: ViT LayerNormalization,Gelu,Erf,Softmax; ConvNeXt LayerNormalization; EfficientNet "
                     "conv_stem,blocks.0.0/conv_dw)", ("int8",))

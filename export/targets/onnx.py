@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from edgekd.errors import EdgeKDError
 from edgekd.export.artifacts import Artifact
-from edgekd.export.ort_quant import QUANT_FORMATS
+from edgekd.export.ort_quant import QUANT_FORMATS, QUANTIZERS
 from edgekd.export.targets import (
     CALIB_DATA, CALIB_METHOD, CALIB_SIZE, KEEP_FLOAT, VAL_SIZE, Option, Target, register_target,
 )
@@ -24,8 +24,11 @@ INT8_METHOD = Option("int8", str, "how the ONNX Runtime INT8 artifact is made: p
                      "self-distillation from the FP32 student, then ORT's quantizer) or auto = qat when accuracy-aware "
                      "PTQ would keep more than 10 %% of the compute float (default ptq)", ("int8",),
                      choices=("auto", "ptq", "qat"))
-QUANT_FORMAT = Option("quant_format", str, "ONNX Runtime INT8 form for the CPU artifact (default qoperator)",
-                      ("int8",), choices=QUANT_FORMATS)
+QUANT_FORMAT = Option("quant_format", str, "ONNX Runtime INT8 form for the CPU artifact, with --quantizer ort "
+                      "(default qoperator)", ("int8",), choices=QUANT_FORMATS)
+QUANTIZER = Option("quantizer", str, "who computes the ONNX Runtime INT8 ranges: ort (ORT's quantize_static) or nncf "
+                   "(NNCF's PTQ, written as U8S8 Q/DQ); default per architecture: nncf for EfficientNet/MobileNet, "
+                   "else ort", ("int8",), choices=QUANTIZERS)
 
 
 @register_target
@@ -35,7 +38,7 @@ class Onnx(Target):
     suffix = ".onnx"
     runtime = "onnxruntime"
     precisions = ("fp32", "int8")
-    options = (CALIB_DATA, CALIB_SIZE, CALIB_METHOD, QUANT_FORMAT, KEEP_FLOAT, VAL_SIZE, INT8_METHOD)
+    options = (CALIB_DATA, CALIB_SIZE, CALIB_METHOD, QUANT_FORMAT, QUANTIZER, KEEP_FLOAT, VAL_SIZE, INT8_METHOD)
     why_not = {
         "fp16": "ONNX Runtime's CPU provider has no fp16 kernels for most ops, so an fp16 ONNX "
         "runs slower than fp32 there; use --target openvino --precision fp16 (CPU) or "
@@ -56,7 +59,12 @@ class Onnx(Target):
 
         opts, dst = self.inputs.options, self.path("int8")
         cfg = OrtQuantConfig.for_cpu(quant_format=QUANT_FORMAT.of(opts), calib_method=CALIB_METHOD.of(opts),
-                                     keep_float=KEEP_FLOAT.of(opts))
+                                     keep_float=KEEP_FLOAT.of(opts), quantizer=QUANTIZER.of(opts))
+        ort_only = [o.flag for o in (QUANT_FORMAT, CALIB_METHOD) if o.of(opts) is not None]
+        if ort_only and cfg.resolved_quantizer(self.inputs.architecture) == "nncf":
+            raise EdgeKDError(f"{', '.join(ort_only)} set ORT's quantizer, but the ONNX Runtime INT8 of "
+                              f"{self.inputs.architecture} is made by NNCF's (QDQ U8S8, its own ranges); fix: add "
+                              "--quantizer ort, or drop those flags")
         method, notes = INT8_METHOD.of(opts) or "ptq", []
         q = None if method == "qat" else self._ptq(self.inputs.onnx.dynamic, dst, cfg)
         if method == "qat" or (method == "auto" and q.search is not None and not q.search.target_met):
