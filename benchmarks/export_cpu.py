@@ -237,6 +237,8 @@ def artifact_paths(out: Path, architecture: str) -> dict[str, Path]:
     if arch_family(architecture) == "efficientnet":  # where ORT's own quantizer fails within the float budget
         arts["ort_int8_ort_quantizer"] = onnx / "model.int8.ort-quantizer.onnx"
         arts["ort_int8_qat"] = onnx / "model.int8.qat.onnx"
+    else:  # the other quantizer, to show why it is not these families' default
+        arts["ort_int8_nncf"] = onnx / "model.int8.nncf.onnx"
     return arts
 
 
@@ -320,6 +322,15 @@ def _ort_other_forms(b: BuildInputs, info: dict) -> dict:
                                     replace(_same_float(info), **kw))) for k, kw in forms.items()}
 
 
+def _ort_nncf(b: BuildInputs, info: dict) -> dict:
+    """NNCF's PTQ as ORT INT8 (`--quantizer nncf`) where ORT's quantizer is the default: one plain PTQ."""
+    from edgekd.export.ort_quant import OrtQuantConfig, quantize_onnx
+
+    cfg = OrtQuantConfig.for_cpu(quantizer="nncf")
+    return {"ort_int8_nncf": asdict(quantize_onnx(b.arts["onnx"], b.arts["ort_int8_nncf"], b.sets[0], b.src.architecture,
+                                                  cfg))}
+
+
 def _ort_attention_float(b: BuildInputs, info: dict) -> dict:
     """ViT: attention's activation MatMuls (q@k^T, attn@v) kept float, found by the same accuracy-aware search."""
     from edgekd.export.ort_quant import ACTIVATION_MATMUL, KEEP_FLOAT_BY_FAMILY, OrtQuantConfig
@@ -369,6 +380,7 @@ def build_steps() -> list[BuildStep]:
         BuildStep(("ort_int8",), lambda b, i: b.ort_accuracy_aware("ort_int8", OrtQuantConfig.for_cpu()), ("onnx",)),
         BuildStep(("ort_int8_ort_quantizer",), lambda b, i: b.ort_accuracy_aware(
             "ort_int8_ort_quantizer", OrtQuantConfig.for_cpu(quantizer="ort")), ("onnx",)),
+        BuildStep(("ort_int8_nncf",), _ort_nncf, ("onnx",)),
         BuildStep(("ort_s8s8", "ort_mean_minmax"), _ort_other_forms, ("ort_int8",)),
         BuildStep(vit_forms, lambda b, i: _build_vit_ort_forms(b.arts, b.sets[0], b.src.architecture, _same_float(i)),
                   ("ort_int8",)),
@@ -499,6 +511,7 @@ def row_specs(arts: dict[str, Path]) -> list[RowSpec]:
     vit_forms["ort_int8_attention_float"] = ("ort-int8-attention-float",
                                              "QOperator U8S8, attention MatMuls float, accuracy-aware")
     forms = {**vit_forms,
+             "ort_int8_nncf": ("ort-int8-nncf", "NNCF PTQ as QDQ U8S8 (`--quantizer nncf`), plain PTQ"),
              "ort_int8_ort_quantizer": ("ort-int8-ort-quantizer", "QOperator U8S8 by ORT's quantizer, accuracy-aware "
                                                                   "(`--quantizer ort`)"),
              "ort_int8_qat": ("ort-int8-qat", "QAT by self-distillation, then QOperator U8S8 by ORT's quantizer, "

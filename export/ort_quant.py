@@ -62,9 +62,9 @@ KEEP_FLOAT_BY_FAMILY: dict[str, tuple[str, ...]] = {
 QUANTIZERS = ("ort", "nncf")
 
 #: architecture family -> quantizer when none is asked for (else "ort"). EfficientNet-Lite0 at 224 px: ORT's
-#: quantizer could not pass verify within the float budget, by PTQ or QAT, where NNCF's ranges pass in a
-#: form ORT runs faster than its own INT8; on ViT-T and ConvNeXt-F NNCF's Q/DQ left half or more of the
-#: MACs float in ORT (benchmarks/results/ort_int8_quantizers-*.md)
+#: quantizer could not pass verify within the float budget, by PTQ or QAT; NNCF's ranges in this form are
+#: measured beside it (ort-int8 vs ort-int8-ort-quantizer), and on ViT-T and ConvNeXt-F the other way round
+#: (ort-int8-nncf), in benchmarks/results/export_cpu-intel-r-xeon-r-processor-2-60ghz.md
 QUANTIZER_BY_FAMILY: dict[str, str] = {"efficientnet": "nncf"}
 
 
