@@ -314,9 +314,9 @@ def activations_to_uint8(model: Any) -> int:
     """Move a Q/DQ onnx.ModelProto's int8 activation quantizers to uint8, in place; returns how many.
 
     q + 128 with zero point + 128 dequantizes to the same values over the same 256 levels, so the graph
-    computes what it did. Why: ORT fuses DQ -> Conv -> Q into its U8S8 QLinearConv on x86; with int8
-    activations most of a Lite0's convs ran float (62 % of the MACs INT8 vs 96 % after the move, by
-    `int8_share.ort_int8_share`)."""
+    computes what it did. Why: ORT's x86 Q/DQ fusions into QLinearConv are built around uint8 activations;
+    with NNCF's int8 ones ORT left a 224-px Lite0's projection convs, and the convs reading them, in float
+    (the moved form's share is the ort-int8 row of benchmarks/results/export_cpu-*.md)."""
     import onnx
     from onnx import numpy_helper
 

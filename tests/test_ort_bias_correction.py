@@ -1,5 +1,5 @@
-"""ONNX Runtime's quantizer as edgekd.export.ort_quant drives it, on a tiny CNN: NNCF's fast bias correction ahead
-of it, and the mean-minmax calibration."""
+"""ONNX Runtime INT8 as edgekd.export.ort_quant makes it, on a tiny CNN: NNCF's fast bias correction ahead of ORT's
+quantizer, the mean-minmax calibration, and NNCF's PTQ as the quantizer (uint8 activations ORT runs in INT8)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from edgekd.export.calibration import CalibrationSet  # noqa: E402
 from edgekd.export.int8_share import ort_int8_share  # noqa: E402
-from edgekd.export.ort_quant import OrtQuantConfig, nncf_bias_correct, quantize_onnx  # noqa: E402
+from edgekd.export.ort_quant import (  # noqa: E402
+    OrtQuantConfig, activations_to_uint8, nncf_bias_correct, quantize_onnx,
+)
 
 SIZE, CLASSES = 16, 4
 
@@ -101,3 +103,69 @@ def test_calibration_default_follows_the_architecture():
     assert default_calibration("vit_tiny_patch16_224") == "minmax"  # mean-minmax failed ViT-T's verify
     assert default_calibration("convnext_femto") == "minmax"
     assert "blocks.0.0/conv_dw" in KEEP_FLOAT_BY_FAMILY["efficientnet"]
+
+
+def _int8_activation_conv(path: Path) -> Path:
+    """x -> Q/DQ (uint8) -> Conv (int8 per-channel weights) -> Q/DQ (int8) -> y: the form NNCF gives a Lite0's
+    projection convs (after a ReLU6 the activations are unsigned, before the residual Add signed)."""
+    rng = np.random.default_rng(2)
+    w = numpy_helper.from_array(rng.integers(-127, 128, (8, 3, 3, 3)).astype(np.int8), "w_q")
+    inits = [w, numpy_helper.from_array(np.full(8, 0.01, np.float32), "w_scale"),
+             numpy_helper.from_array(np.zeros(8, np.int8), "w_zp"),
+             numpy_helper.from_array(np.float32(0.02), "x_scale"), numpy_helper.from_array(np.uint8(3), "x_zp"),
+             numpy_helper.from_array(np.float32(0.05), "y_scale"), numpy_helper.from_array(np.int8(-5), "y_zp")]
+    nodes = [helper.make_node("QuantizeLinear", ["input", "x_scale", "x_zp"], ["xq"], name="qx"),
+             helper.make_node("DequantizeLinear", ["xq", "x_scale", "x_zp"], ["xd"], name="dqx"),
+             helper.make_node("DequantizeLinear", ["w_q", "w_scale", "w_zp"], ["wd"], name="dqw", axis=0),
+             helper.make_node("Conv", ["xd", "wd"], ["c"], name="conv", pads=[1] * 4),
+             helper.make_node("QuantizeLinear", ["c", "y_scale", "y_zp"], ["cq"], name="qc"),
+             helper.make_node("DequantizeLinear", ["cq", "y_scale", "y_zp"], ["y"], name="dqc")]
+    graph = helper.make_graph(
+        nodes, "qdq", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, SIZE, SIZE])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, SIZE, SIZE])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def _run(path: Path, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+
+
+def test_moving_activation_quantizers_to_uint8_keeps_the_values_and_runs_int8(tmp_path: Path, calib: CalibrationSet):
+    """q + 128 at zero point + 128: the same graph values, weights untouched, and ORT still fuses the conv."""
+    src = _int8_activation_conv(tmp_path / "s8.onnx")
+    model = onnx.load(str(src))
+    assert activations_to_uint8(model) == 1
+    dst = tmp_path / "u8.onnx"
+    onnx.save(model, str(dst))
+    zps = {i.name: i.data_type for i in model.graph.initializer}
+    assert zps["w_zp"] == TensorProto.INT8  # weights stay int8 (S8 weights, U8 activations)
+    assert {zps[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear"} == {TensorProto.UINT8}
+    y_zp = next(i for i in model.graph.initializer if i.name == model.graph.node[4].input[2])
+    assert numpy_helper.to_array(y_zp) == 123  # -5 + 128
+    x = (calib.x[:1] - 0.5) * 40  # past both ends of the output range: the clipping must match too
+    np.testing.assert_array_equal(_run(dst, x), _run(src, x))
+    assert ort_int8_share(dst).share == 1.0
+
+
+def test_nncf_is_the_efficientnet_quantizer_and_its_int8_runs_in_int8(tmp_path: Path, calib: CalibrationSet):
+    """EfficientNet/MobileNet ORT INT8 comes from NNCF's PTQ, other families' from ORT's quantizer (and
+    TensorRT's Q/DQ always from ORT's); NNCF's artifact is U8S8 Q/DQ that ORT runs in INT8 kernels."""
+    assert OrtQuantConfig.for_cpu().resolved_quantizer("tf_efficientnet_lite0") == "nncf"
+    assert OrtQuantConfig.for_cpu().resolved_quantizer("convnext_femto") == "ort"
+    assert OrtQuantConfig.for_tensorrt().resolved_quantizer("tf_efficientnet_lite0") == "ort"
+    with pytest.raises(ValueError, match="quantizer"):
+        OrtQuantConfig(quantizer="tflite").resolved_quantizer("cnn")
+    src, dst = _tiny_cnn(tmp_path / "f.onnx"), tmp_path / "int8.onnx"
+    q = quantize_onnx(src, dst, calib, "tf_efficientnet_lite0", OrtQuantConfig.for_cpu(keep_float=("conv1",)))
+    assert q.scheme.startswith("NNCF PTQ") and q.float_nodes == ["conv1"]
+    model = onnx.load(str(dst))
+    quantized = {n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    assert "input" not in quantized  # conv1 (ignored) reads the float input
+    assert {n.op_type for n in model.graph.node} >= {"QuantizeLinear", "DequantizeLinear"}
+    assert ort_int8_share(dst).share > 0.5  # conv2 and fc in INT8 kernels; conv1 float
+    x = calib.x[:4]
+    ref, out = _run(src, x), _run(dst, x)
+    assert np.abs(out - ref).max() < 0.1 * np.abs(ref).max()
