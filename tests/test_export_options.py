@@ -82,3 +82,16 @@ def test_target_comma_list():
         plan_jobs("openvino,onnx", "fp16")  # onnx refuses fp16 even inside a list
     with pytest.raises(EdgeKDError, match="--quant-format has no effect"):
         check_options(plan_jobs("openvino,tensorrt", "int8"), {"quant_format": "qdq"})
+
+
+def test_ort_quantizer_flags_are_refused_where_nncf_makes_the_ort_int8():
+    """EfficientNet's ONNX Runtime INT8 is NNCF's Q/DQ: --quant-format/--calib-method would be ignored, so they ask
+    for --quantizer ort; with it (or for another family) they apply."""
+    from edgekd.export.targets.onnx import cpu_quant_config
+
+    with pytest.raises(EdgeKDError, match="--quant-format.*fix: add --quantizer ort"):
+        cpu_quant_config({"quant_format": "qdq_s8s8"}, "tf_efficientnet_lite0")
+    cfg = cpu_quant_config({"quant_format": "qdq_s8s8", "quantizer": "ort"}, "tf_efficientnet_lite0")
+    assert cfg.quant_format == "qdq_s8s8" and cfg.resolved_quantizer("tf_efficientnet_lite0") == "ort"
+    assert cpu_quant_config({"calib_method": "entropy"}, "convnext_femto").calib_method == "entropy"
+    assert cpu_quant_config({}, "tf_efficientnet_lite0").resolved_quantizer("tf_efficientnet_lite0") == "nncf"

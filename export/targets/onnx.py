@@ -18,6 +18,10 @@ from edgekd.export.targets import (
     CALIB_DATA, CALIB_METHOD, CALIB_SIZE, KEEP_FLOAT, VAL_SIZE, Option, Target, register_target,
 )
 
+if TYPE_CHECKING:
+    from edgekd.export.int8_accuracy import QuantReport
+    from edgekd.export.ort_quant import OrtQuantConfig
+
 # default ptq: QAT, as measured on the quickstart student, costs minutes and agrees less than PTQ
 # (benchmarks/results/int8_qat.md), so it is opt-in
 INT8_METHOD = Option("int8", str, "how the ONNX Runtime INT8 artifact is made: ptq, qat (quantization-aware "
@@ -54,17 +58,10 @@ class Onnx(Target):
 
     def _int8(self) -> Artifact:
         from edgekd.export.int8_share import ort_int8_share
-        from edgekd.export.ort_quant import OrtQuantConfig
         from edgekd.export.report import quant_note
 
         opts, dst = self.inputs.options, self.path("int8")
-        cfg = OrtQuantConfig.for_cpu(quant_format=QUANT_FORMAT.of(opts), calib_method=CALIB_METHOD.of(opts),
-                                     keep_float=KEEP_FLOAT.of(opts), quantizer=QUANTIZER.of(opts))
-        ort_only = [o.flag for o in (QUANT_FORMAT, CALIB_METHOD) if o.of(opts) is not None]
-        if ort_only and cfg.resolved_quantizer(self.inputs.architecture) == "nncf":
-            raise EdgeKDError(f"{', '.join(ort_only)} set ORT's quantizer, but the ONNX Runtime INT8 of "
-                              f"{self.inputs.architecture} is made by NNCF's (QDQ U8S8, its own ranges); fix: add "
-                              "--quantizer ort, or drop those flags")
+        cfg = cpu_quant_config(opts, self.inputs.architecture)
         method, notes = INT8_METHOD.of(opts) or "ptq", []
         q = None if method == "qat" else self._ptq(self.inputs.onnx.dynamic, dst, cfg)
         if method == "qat" or (method == "auto" and q.search is not None and not q.search.target_met):
@@ -93,6 +90,20 @@ class Onnx(Target):
         q, minutes = qat.qat_then_quantize(inp.student, int8.calib, int8.val, inp.architecture,
                                            lambda trained: self._ptq(trained, dst, cfg))
         return q, [_ptq_vs_qat(ptq, q, minutes)]
+
+
+def cpu_quant_config(opts: dict, architecture: str) -> OrtQuantConfig:
+    """The CPU artifact's quantizer settings from the request; flags of ORT's quantizer are refused where NNCF's
+    makes the artifact (they would be ignored)."""
+    from edgekd.export.ort_quant import OrtQuantConfig
+
+    cfg = OrtQuantConfig.for_cpu(quant_format=QUANT_FORMAT.of(opts), calib_method=CALIB_METHOD.of(opts),
+                                 keep_float=KEEP_FLOAT.of(opts), quantizer=QUANTIZER.of(opts))
+    ort_only = [o.flag for o in (QUANT_FORMAT, CALIB_METHOD) if o.of(opts) is not None]
+    if ort_only and cfg.resolved_quantizer(architecture) == "nncf":
+        raise EdgeKDError(f"{', '.join(ort_only)} set ORT's quantizer, but the ONNX Runtime INT8 of {architecture} is "
+                          "made by NNCF's (QDQ U8S8, its own ranges); fix: add --quantizer ort, or drop those flags")
+    return cfg
 
 
 def _ptq_vs_qat(ptq: QuantReport | None, qat: QuantReport, minutes: float) -> str:
