@@ -25,6 +25,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+#: an artifact spending at least this share of its profiled time in INT8 kernels is bound by them
+INT8_BOUND_PCT = 75.0
 INT8_ORT_OPS = ("QLinear", "QGemm", "MatMulInteger", "ConvInteger", "DynamicQuantize", "QAttention")
 
 
@@ -84,6 +86,17 @@ def summarize(label: str, runtime: str, per_op: dict[str, float]) -> dict:
             "top_ops": [(k, round(v, 3), round(100 * v / max(total, 1e-9), 1)) for k, v in top]}
 
 
+def bound(row: dict, isa: dict) -> str:
+    """What bounds the artifact's latency, read off its profile: the INT8 kernels themselves (then only faster
+    INT8 hardware or fewer MACs moves it) or the float ops and conversions around them."""
+    if row["int8_share_pct"] >= INT8_BOUND_PCT:
+        hw = ("this CPU's AMX tiles" if isa.get("amx_int8") else
+              "this CPU's VNNI units (AMX, on CPUs that have it, multiplies int8 tiles several times faster)")
+        return f"Bound by its INT8 kernels: {hw}, or fewer MACs, would move it; the float remainder cannot."
+    return ("Bound by the float ops and conversions around the INT8 kernels: fewer of them (fusion, fewer Q/DQ) "
+            "would move it more than faster INT8 kernels.")
+
+
 def markdown(rows: list[dict], command: str, machine: dict) -> str:
     isa = ", ".join(k for k, v in machine["isa"].items() if v) or "none"
     lines = ["# Where INT8 artifacts spend their time (batch 1, per-op profile)", "", f"Command: `{command}`", "",
@@ -96,7 +109,7 @@ def markdown(rows: list[dict], command: str, machine: dict) -> str:
         top = ", ".join(f"{k} {p} %" for k, _, p in r["top_ops"][:5])
         lines.append(f"- **{r['model']} {r['runtime']}**: {r['profiled_ms']} ms profiled, {r['int8_share_pct']} % of it in INT8 "
                      f"ops and {r['float_ms']} ms in ops that stay float. Even if every INT8 op took no time, this artifact "
-                     f"could get only {r['amdahl_bound_x']}x faster than it is. Largest: {top}.")
+                     f"could get only {r['amdahl_bound_x']}x faster than it is. Largest: {top}. {bound(r, machine['isa'])}")
     lines += ["", "| model | runtime | profiled ms | INT8 ms | float ms | INT8 share % | bound if INT8 were free |",
               "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['model']} | {r['runtime']} | {r['profiled_ms']} | {r['int8_ms']} | {r['float_ms']} | {r['int8_share_pct']} | "
