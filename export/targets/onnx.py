@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 # default ptq: QAT, as measured on the quickstart student, costs minutes and agrees less than PTQ
 # (benchmarks/results/int8_qat.md), so it is opt-in
 INT8_METHOD = Option("int8", str, "how the ONNX Runtime INT8 artifact is made: ptq, qat (quantization-aware "
-                     "self-distillation from the FP32 student, then ORT's quantizer) or auto = qat when accuracy-aware "
+                     "self-distillation from the FP32 student, then the --quantizer) or auto = qat when accuracy-aware "
                      "PTQ would keep more than 10 %% of the compute float (default ptq)", ("int8",),
                      choices=("auto", "ptq", "qat"))
 QUANT_FORMAT = Option("quant_format", str, "ONNX Runtime INT8 form for the CPU artifact, with --quantizer ort "
