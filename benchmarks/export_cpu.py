@@ -743,12 +743,17 @@ def print_rows(rows: list[Row]) -> None:
         print("  ".join(f"{getattr(r, c)}" for c in COLS), flush=True)
 
 
+PROFILE_RECORD = "int8_profile"  # benchmarks/int8_profile.py's record of where each artifact's time goes
+
+
 def findings(m: ModelResult) -> list[str]:
     """Prose for one model, generated from its rows: the pick, what INT8 buys over the same
     runtime's FP32, what OpenVINO's device default ran, and for ViTs the ORT INT8 forms."""
     ref = m.rows[0]
     out = [f"**{m.label}** ({ref.input_px} px, test accuracy {ref.accuracy} %; {ref.training}).",
-           f"Pick on this CPU: {m.headline}. Pick >= {TARGET_X:g}x PyTorch eager (issue 18's done-when): {m.target}."]
+           f"Pick on this CPU: {m.headline}. Pick >= {TARGET_X:g}x PyTorch eager (issue 18's done-when): {m.target}"
+           + ("." if m.target == "met" else f" (what bounds it, per artifact: {PROFILE_RECORD}-<this CPU>.md, "
+                                             "`benchmarks/int8_profile.py` on the same artifacts).")]
     out += _int8_findings(m.rows) + _device_default_findings(m.rows)
     if any(r.name == "ort-int8-dynamic-matmul" for r in m.rows):
         out += _vit_ort_findings(m.rows)
