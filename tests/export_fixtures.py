@@ -23,6 +23,7 @@ from edgekd.shared.card import StudentCard
 TINY_MODELS: dict[str, tuple[str, dict]] = {
     "vit": ("vit_tiny_patch16_224", {"img_size": 32, "patch_size": 8, "depth": 2}),
     "convnext": ("convnext_femto", {"depths": (1, 1, 2, 1), "ls_init_value": 1.0}),
+    "efficientnet": ("tf_efficientnet_lite0", {}),
 }
 
 

@@ -169,3 +169,26 @@ def test_nncf_is_the_efficientnet_quantizer_and_its_int8_runs_in_int8(tmp_path: 
     x = calib.x[:4]
     ref, out = _run(src, x), _run(dst, x)
     assert np.abs(out - ref).max() < 0.1 * np.abs(ref).max()
+
+
+def test_edgekd_export_makes_an_efficientnets_ort_int8_with_nncf(tmp_path_factory, tmp_path):
+    """`edgekd export --target onnx --precision int8` on a tiny trained Lite0: the artifact is NNCF's Q/DQ with
+    uint8 activations, its note says so and gives the INT8 share ORT runs."""
+    import json
+
+    from edgekd.cli import main
+    from tests.export_fixtures import cached_tiny_run
+
+    run = cached_tiny_run(tmp_path_factory.getbasetemp() / "edgekd_export_cache", "efficientnet", train_steps=10)
+    out = tmp_path / "export"
+    rc = main(["export", "--run", str(run), "--target", "onnx", "--precision", "int8", "--out", str(out),
+               "--bench-iters", "5", "--no-accuracy-control"])
+    assert rc in (0, 1)  # 1: built and verified, but the tiny student's INT8 broke a threshold
+    report = json.loads((out / "report.json").read_text())
+    note = next(n for n in report["notes"] if n.startswith("onnx-int8:"))
+    assert "NNCF PTQ (mixed preset, fast bias correction) as QDQ u8/s8" in note and "INT8 kernels run" in note, note
+    built = next(p for p in (out / "onnx" / "model.int8.onnx", out / "failed" / "onnx" / "model.int8.onnx") if p.exists())
+    model = onnx.load(str(built))
+    zps = {i.name: i.data_type for i in model.graph.initializer}
+    acts = [n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in zps]
+    assert acts and {zps[n.input[2]] for n in acts} == {TensorProto.UINT8}
