@@ -746,14 +746,26 @@ def print_rows(rows: list[Row]) -> None:
 PROFILE_RECORD = "int8_profile"  # benchmarks/int8_profile.py's record of where each artifact's time goes
 
 
-def findings(m: ModelResult) -> list[str]:
+def what_bounds(m: ModelResult, profile: dict | None) -> str:
+    """What bounds a pick under the target, read from int8_profile's record for this CPU (the same artifacts)."""
+    from int8_profile import bound
+
+    row = next((r for r in (profile or {}).get("rows", []) if m.pick and r["model"] == m.label
+                and r["runtime"] == m.pick.runtime), None)
+    if row is None:
+        return (f"what bounds it: no {PROFILE_RECORD} record of this CPU has this artifact; "
+                "`benchmarks/int8_profile.py` on the same bench_export folders profiles it.")
+    return (f"what bounds it, from its per-op profile ({PROFILE_RECORD} record of this CPU): {row['int8_share_pct']} % "
+            f"of its time in INT8 kernels. {bound(row, profile['machine']['isa'])}")
+
+
+def findings(m: ModelResult, profile: dict | None = None) -> list[str]:
     """Prose for one model, generated from its rows: the pick, what INT8 buys over the same
     runtime's FP32, what OpenVINO's device default ran, and for ViTs the ORT INT8 forms."""
     ref = m.rows[0]
     out = [f"**{m.label}** ({ref.input_px} px, test accuracy {ref.accuracy} %; {ref.training}).",
            f"Pick on this CPU: {m.headline}. Pick >= {TARGET_X:g}x PyTorch eager (issue 18's done-when): {m.target}"
-           + ("." if m.target == "met" else f" (what bounds it, per artifact: {PROFILE_RECORD}-<this CPU>.md, "
-                                             "`benchmarks/int8_profile.py` on the same artifacts).")]
+           + ("." if m.target == "met" else f"; {what_bounds(m, profile)}")]
     out += _int8_findings(m.rows) + _device_default_findings(m.rows)
     if any(r.name == "ort-int8-dynamic-matmul" for r in m.rows):
         out += _vit_ort_findings(m.rows)
@@ -845,8 +857,10 @@ def markdown(results: list[ModelResult], machine: dict, command: str, a: Args, o
         "vs_runtime_fp32 = that backend's FP32 row p50 / the row's. " + verify_sentence(), "",
         "## Findings (generated from the rows below)", "",
     ]
+    profile_path = a.results_dir / f"{PROFILE_RECORD}-{cpu_slug(machine['cpu_model'])}.json"
+    profile = json.loads(profile_path.read_text()) if profile_path.exists() else None
     for m in results:
-        lines += ["- " + " ".join(findings(m))]
+        lines += ["- " + " ".join(findings(m, profile))]
     lines += ["", "| " + " | ".join(COLS) + " |", "|" + "---|" * len(COLS)]
     lines += ["| " + " | ".join(str(getattr(r, c)) for c in COLS) + " |" for m in results for r in m.rows]
     return "\n".join(lines) + "\n"

@@ -109,3 +109,17 @@ def test_the_pick_is_among_the_default_forms_only(monkeypatch):
     names = {c.name for c in mod.candidates(rows)}
     assert names and not names & alternatives
     assert alternatives <= {c.name for c in mod.candidates(rows, alternatives=True)}
+
+
+def test_a_pick_under_the_target_says_what_bounds_it_from_the_profile(monkeypatch):
+    """Issue 18: a pick under 4x eager comes with what bounds it, read from int8_profile's record of this CPU."""
+    from types import SimpleNamespace
+
+    mod = load(monkeypatch)
+    m = SimpleNamespace(label="ViT-T", pick=SimpleNamespace(runtime="openvino"))
+    profile = {"machine": {"isa": {"avx512_vnni": True, "amx_int8": False}},
+               "rows": [{"model": "ViT-T", "runtime": "onnxruntime", "int8_share_pct": 32.4},
+                        {"model": "ViT-T", "runtime": "openvino", "int8_share_pct": 85.6}]}
+    said = mod.what_bounds(m, profile)
+    assert "85.6 % of its time in INT8 kernels. Bound by its INT8 kernels" in said, said
+    assert "no int8_profile record of this CPU has this artifact" in mod.what_bounds(m, None)
