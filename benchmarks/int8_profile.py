@@ -91,7 +91,7 @@ def bound(row: dict, isa: dict) -> str:
     INT8 hardware or fewer MACs moves it) or the float ops and conversions around them."""
     if row["int8_share_pct"] >= INT8_BOUND_PCT:
         hw = ("this CPU's AMX tiles" if isa.get("amx_int8") else
-              "this CPU's VNNI units (AMX, on CPUs that have it, multiplies int8 tiles several times faster)")
+              "this CPU's VNNI units (or AMX int8 tiles, on CPUs that have them)")
         return f"Bound by its INT8 kernels: {hw}, or fewer MACs, would move it; the float remainder cannot."
     return ("Bound by the float ops and conversions around the INT8 kernels: fewer of them (fusion, fewer Q/DQ) "
             "would move it more than faster INT8 kernels.")
