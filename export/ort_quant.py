@@ -237,15 +237,17 @@ def prepare_float(src: Path, dst: Path, architecture: str, cfg: OrtQuantConfig) 
     return [f"{k} x{v}" for k, v in opt.get_fused_operator_statistics().items() if v]
 
 
-def nncf_ort_kwargs(architecture: str) -> dict[str, Any]:
+def nncf_ort_kwargs(architecture: str, overflow_fix: bool | None = None) -> dict[str, Any]:
     """NNCF quantization arguments in a scheme ONNX Runtime's kernels run: per-tensor activations
     (NNCF's CPU scheme quantizes a depthwise conv's input per channel, which ORT cannot fuse into
-    QLinearConv); ViTs get NNCF's transformer scheme."""
+    QLinearConv); ViTs get NNCF's transformer scheme. `overflow_fix` (7-bit weights): None = NNCF's default."""
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, QuantizationParameters
 
-    kw: dict[str, Any] = {"advanced_parameters": AdvancedQuantizationParameters(
-        activations_quantization_params=QuantizationParameters(per_channel=False))}
+    advanced = AdvancedQuantizationParameters(activations_quantization_params=QuantizationParameters(per_channel=False))
+    if overflow_fix is not None:
+        advanced.overflow_fix = nncf.OverflowFix.ENABLE if overflow_fix else nncf.OverflowFix.DISABLE
+    kw: dict[str, Any] = {"advanced_parameters": advanced}
     if arch_family(architecture) == "vit":
         kw["model_type"] = nncf.ModelType.TRANSFORMER
     return kw
@@ -300,10 +302,9 @@ def quantize_nncf(model: Any, dst: Path, calib: CalibrationSet, architecture: st
     import nncf
     import onnx
 
-    kw = nncf_ort_kwargs(architecture)
-    kw["advanced_parameters"].overflow_fix = nncf.OverflowFix.ENABLE if cfg.reduce_range else nncf.OverflowFix.DISABLE
     q = nncf.quantize(model, _nncf_data(model, calib), subset_size=len(calib), preset=nncf.QuantizationPreset.MIXED,
-                      fast_bias_correction=True, ignored_scope=nncf.IgnoredScope(names=float_nodes, validate=False), **kw)
+                      fast_bias_correction=True, ignored_scope=nncf.IgnoredScope(names=float_nodes, validate=False),
+                      **nncf_ort_kwargs(architecture, overflow_fix=cfg.reduce_range))
     moved = activations_to_uint8(q)
     onnx.save(q, str(dst))
     return (f"NNCF PTQ (mixed preset, fast bias correction{', overflow fix' if cfg.reduce_range else ''}) as QDQ "
@@ -434,21 +435,23 @@ def tensor_values(model: Any, names: list[str], x: np.ndarray) -> dict[str, np.n
 
 
 def rank_sensitivity(src: Path, calib: CalibrationSet, architecture: str, cfg: OrtQuantConfig, x: np.ndarray,
-                     workdir: Path) -> list[tuple[str, float]]:
+                     workdir: Path, quantized: Path | None = None) -> list[tuple[str, float]]:
     """Quantized nodes, worst first, by the quantization noise each one ADDS to its output.
 
     A QDQ copy (same ranges, removable activations kept so tensor names match the float graph)
     and the float graph run on `x`; for node n with relative output error e_out and relative error
     e_in already on its activation input (from upstream nodes), n's own share is e_out^2 - e_in^2
     (independent noise powers add). Ranking by e_out alone would blame every node downstream of
-    the first bad one.
+    the first bad one. `quantized`: a Q/DQ graph of these ranges already made (NNCF's first try, which
+    keeps the float graph's tensor names), ranked as it is instead of quantizing again.
     """
     import onnx
 
-    pre, qdq = workdir / "rank.pre.onnx", workdir / "rank.qdq.onnx"
+    pre, qdq = workdir / "rank.pre.onnx", quantized or workdir / "rank.qdq.onnx"
     prepare_float(src, pre, architecture, cfg)
-    qcfg = replace(cfg, quant_format="qdq", extra={**cfg.extra, "QDQKeepRemovableActivations": True})
-    quantize_onnx(src, qdq, calib, architecture, qcfg)
+    if quantized is None:
+        qcfg = replace(cfg, quant_format="qdq", extra={**cfg.extra, "QDQKeepRemovableActivations": True})
+        quantize_onnx(src, qdq, calib, architecture, qcfg)
     fmodel, qmodel = onnx.load(str(pre)), onnx.load(str(qdq))
     excluded, _, op_types = _plan(fmodel, architecture, cfg)
     consts = {i.name for i in fmodel.graph.initializer}
@@ -523,7 +526,8 @@ def quantize_accuracy_aware(src: Path, dst: Path, calib: CalibrationSet, val: "V
         all_int8 = Path(d) / "all_int8.onnx"
         shutil.copy(dst, all_int8)
         if not ok:
-            ranked = rank_sensitivity(src, calib, architecture, cfg, search.x[:32], Path(d))
+            nncf_qdq = all_int8 if cfg.resolved_quantizer(architecture) == "nncf" else None
+            ranked = rank_sensitivity(src, calib, architecture, cfg, search.x[:32], Path(d), nncf_qdq)
             pre = onnx.load(str(Path(d) / "rank.pre.onnx"))
             for k in search_schedule(len(ranked)):
                 c = replace(cfg, exclude_nodes=tuple(n for n, _ in ranked[:k]))

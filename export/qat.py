@@ -229,7 +229,7 @@ def qat_then_quantize(weights: Path, calib: CalibrationSet, val: "ValidationSet"
                       quantize: Callable[[Path], "QuantReport"]) -> tuple["QuantReport", float]:
     """`edgekd export --int8 qat`: self-distil the student at `weights` into its fake-quantized copy on the
     calibration images and the validation slice's search half, export the fine-tuned float student to a
-    temporary ONNX and let `quantize` (ORT's accuracy-aware quantizer) make the artifact from it, so the
+    temporary ONNX and let `quantize` (the accuracy-aware ORT INT8 quantizer) make the artifact from it, so the
     certification half still judges it unseen. Returns the quantizer's report, its scheme prefixed with
     the QAT, and the minutes spent."""
     import tempfile
