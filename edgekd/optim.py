@@ -19,12 +19,18 @@ def build_optimizer(model: nn.Module, o: OptimConfig) -> torch.optim.AdamW:
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas))
+    return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), fused=fusable(model))
 
 
 def teacher_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
     """The teacher fit (`Method.teacher_fit`): plain AdamW at a constant lr, decay on every parameter."""
-    return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, fused=fusable(model))
+
+
+def fusable(model: nn.Module) -> bool:
+    """AdamW's fused kernel (one pass over all tensors) where torch has it: CPU and CUDA floating parameters.
+    Why: the default per-tensor loop is a sizeable share of a small CPU step (benchmarks/results/optimizer_step.md)."""
+    return all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in model.parameters())
 
 
 def cosine_with_warmup(optimizer: torch.optim.Optimizer, o: OptimConfig, updates_per_epoch: int

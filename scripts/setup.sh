@@ -15,26 +15,32 @@ if [ ! -d /usr/share/datasets/fashion-mnist ] || [ ! -x /usr/bin/chromium ]; the
 fi
 
 if [ ! -x .venv/bin/python ]; then
-  "$PY" -m venv .venv
+  # without a pip of its own: uv installs everything here, and ensurepip's copy only lengthened a fresh setup
+  "$PY" -m venv --without-pip .venv
 fi
 # uv installs: the quickstart's setup stage took half pip's time (benchmarks/results/quickstart_time.md
 # vs its record at 42a478e). torch first, pinned to the pair that imports together (scripts/constraints.txt), from this machine's
-# wheel folders where it has them (LOCAL_WHEELS; elsewhere uv takes PyPI's build), not byte-compiled: most
-# of the 5.5 GB build is never imported on a CPU. Then edgekd and its extras (same constraints),
-# byte-compiled in parallel. Last, one import of what edgekd's stages load writes torch's .pyc for those
-# modules only: where PYTHONDONTWRITEBYTECODE is set (this sandbox sets it) nothing else would, and every
-# stage would recompile torch's imports.
+# wheel folders where it has them (LOCAL_WHEELS; elsewhere uv takes PyPI's build). Then edgekd and its extras (same
+# constraints). Nothing is byte-compiled in bulk: most of what gets installed is never imported. Last, one import of
+# what edgekd's stages load writes the .pyc of those modules only: where PYTHONDONTWRITEBYTECODE is set (this sandbox
+# sets it) nothing else would, and every stage would recompile its imports (the setup stage of quickstart_time.md
+# vs its record at 7d90dc9, which compiled the extras in bulk).
 LOCAL_WHEELS=${LOCAL_WHEELS:-/opt/wheels /opt/pypi/files /opt/pypi-more/files}
 FIND_LINKS=()
 for d in $LOCAL_WHEELS; do [ -d "$d" ] && FIND_LINKS+=(--find-links "$d"); done
-.venv/bin/python -m pip install -q uv
+if [ ! -x .venv/bin/uv ]; then  # the machine's pip puts uv in (pip >= 22.3); else the venv gets its own pip first
+  "$PY" -m pip --python .venv/bin/python install -q uv || { .venv/bin/python -m ensurepip && .venv/bin/python -m pip install -q uv; }
+fi
 UV=(.venv/bin/uv pip install -q --python .venv/bin/python -c scripts/constraints.txt)
 "${UV[@]}" "${FIND_LINKS[@]}" torch torchvision
-"${UV[@]}" --compile-bytecode -e ".[$EXTRAS]"
+"${UV[@]}" -e ".[$EXTRAS]"
 env -u PYTHONDONTWRITEBYTECODE .venv/bin/python - <<'EOF'
 import importlib
 
-for name in ("torch", "torchvision", "torch.onnx", "timm", "accelerate", "nncf", "pytorch_grad_cam"):
+for name in ("torch", "torchvision", "torch.onnx", "timm", "accelerate", "sklearn.metrics", "scipy.stats",
+             "matplotlib.pyplot", "edgekd.cli", "edgekd.train",  # train
+             "onnx", "onnxruntime", "onnxslim", "openvino", "nncf", "edgekd.export.pipeline",  # export
+             "pytorch_grad_cam", "edgekd.explain.cam"):  # explain
     try:  # the extras not installed are skipped
         importlib.import_module(name)
     except ImportError:

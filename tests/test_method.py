@@ -16,12 +16,12 @@ from safetensors.torch import load_file
 from torch import nn
 
 from edgekd import losses, train
-from edgekd.config import load_config, rampup_steps
+from edgekd.config import OptimConfig, load_config, rampup_steps
 from edgekd.ema import batch_statistics, has_batchnorm
 from edgekd.errors import EdgeKDError
 from edgekd.methods import Networks, get_method
 from edgekd.models import create_student
-from edgekd.optim import rampup_weight
+from edgekd.optim import build_optimizer, rampup_weight
 from edgekd.rundir import RunDir
 from tests.test_train_e2e import TINY_LITE, TINY_VIT, tiny  # noqa: F401  (module fixture)
 
@@ -183,3 +183,24 @@ def test_cache_and_augmentation_reach_training(tiny, tmp_path):
     assert data.train.cache is not None and data.test.cache is not None
     names = [type(t).__name__ for t in data.train.transform.transforms]
     assert "RandomHorizontalFlip" in names
+
+
+def test_the_optimizer_is_adamws_fused_kernel_and_steps_like_the_per_tensor_loop():
+    """Where torch has the fused kernel (CPU/CUDA floats) the trainer builds it; it is the same AdamW."""
+    torch.manual_seed(0)
+    nets = [nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)) for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    fused = build_optimizer(nets[0], OptimConfig())
+    assert fused.defaults["fused"] is True
+    o = OptimConfig()
+    groups = [{"params": [p for p in nets[1].parameters() if p.ndim > 1], "weight_decay": o.weight_decay},
+              {"params": [p for p in nets[1].parameters() if p.ndim <= 1], "weight_decay": 0.0}]
+    loop = torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), foreach=False)
+    x, y = torch.randn(8, 3, 8, 8), torch.randint(0, 3, (8,))
+    for net, opt in zip(nets, (fused, loop)):
+        for _ in range(3):
+            opt.zero_grad()
+            nn.functional.cross_entropy(net(x), y).backward()
+            opt.step()
+    for a, b in zip(nets[0].parameters(), nets[1].parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
