@@ -3,8 +3,9 @@ default), `foreach` and `fused` (what the trainer builds where torch has it: `ed
 
 The same `ours`-style step as `channels_last.py` (forward + backward of S, a no-grad forward of S', the
 AdamW step) on NHWC batches, the three optimizers timed in interleaved rounds (same background load
-for each); the median of each round, the best round kept. Also the three updates' largest parameter
-difference after those steps from the same start: they are one algorithm, so it stays at float rounding.
+for each); the median of each round, the best round kept. Also the largest parameter difference from the
+loop's after those steps from the same start: one algorithm, so only float rounding, which the training
+steps then amplify (most where BatchNorm normalizes with the batch).
 
     .venv/bin/python benchmarks/optimizer_step.py [--threads 2 --rounds 3 --steps 4]
 Writes benchmarks/results/optimizer_step.{json,md}.

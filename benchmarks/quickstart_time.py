@@ -45,7 +45,8 @@ def run_quickstart(clone: Path, overrides: list[str]) -> tuple[int, float, str]:
 def speed_probe_ms(steps: int = 8) -> float:
     """The box's speed now: median ms of the preset's training step (Lite0, batch 32 at 64 px, forward +
     backward + AdamW, 2 threads). Shared 2-core machines here run the same step at different speeds from
-    hour to hour; records compare by this, not by their totals alone."""
+    hour to hour; records compare by this, not by their totals alone. A fixed yardstick: AdamW's default
+    kernel, as in the earlier records, whatever the trainer builds."""
     import statistics
 
     import timm
