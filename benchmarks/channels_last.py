@@ -84,11 +84,13 @@ def markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--threads", type=int, default=1)
+def run_over_cases(name: str, doc: str, measure, markdown, argv: list[str] | None, threads: int) -> int:
+    """The shared main of the step benchmarks: every CASES student through `measure(name, kwargs, px, batch,
+    rounds, steps)`, then NAME.{json,md} with the machine, the load and the rows."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=threads)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=4, help="steps per round per order (median)")
+    ap.add_argument("--steps", type=int, default=4, help="steps per round per variant (median)")
     ap.add_argument("--results-dir", type=Path, default=ROOT / "benchmarks" / "results")
     a = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -97,14 +99,18 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(a.threads)
     cpu, load0 = cpu_info(), os.getloadavg()[0]
     rows = []
-    for name, kwargs, px, batch in CASES:
-        rows.append(measure(name, kwargs, px, batch, a.rounds, a.steps))
+    for model, kwargs, px, batch in CASES:
+        rows.append(measure(model, kwargs, px, batch, a.rounds, a.steps))
         print(rows[-1], flush=True)
-    res = {"command": "python benchmarks/channels_last.py" + "".join(f" {x}" for x in (argv or sys.argv[1:])),
+    res = {"command": f"python benchmarks/{name}.py" + "".join(f" {x}" for x in (argv or sys.argv[1:])),
            "cpu": f"{cpu['cpu_model']} ({', '.join(k for k, v in cpu['isa'].items() if v)})",
            "torch": torch.__version__, "threads": a.threads, "load": (load0, os.getloadavg()[0]), "rows": rows}
-    write_results(a.results_dir, "channels_last", res, markdown(res))
+    write_results(a.results_dir, name, res, markdown(res))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_over_cases("channels_last", __doc__, measure, markdown, argv, threads=1)
 
 
 if __name__ == "__main__":

@@ -13,9 +13,7 @@ Writes benchmarks/results/optimizer_step.{json,md}.
 
 from __future__ import annotations
 
-import argparse
 import copy
-import os
 import sys
 from pathlib import Path
 
@@ -23,8 +21,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from channels_last import CASES, step_seconds  # noqa: E402
-from results_io import write_results  # noqa: E402
+from channels_last import run_over_cases, step_seconds  # noqa: E402
 
 KINDS = {"loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
 
@@ -73,26 +70,7 @@ def markdown(res: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=4, help="steps per round per optimizer (median)")
-    ap.add_argument("--results-dir", type=Path, default=ROOT / "benchmarks" / "results")
-    a = ap.parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from edgekd.export.bench import cpu_info
-
-    torch.set_num_threads(a.threads)
-    cpu, load0 = cpu_info(), os.getloadavg()[0]
-    rows = []
-    for name, kwargs, px, batch in CASES:
-        rows.append(measure(name, kwargs, px, batch, a.rounds, a.steps))
-        print(rows[-1], flush=True)
-    res = {"command": "python benchmarks/optimizer_step.py" + "".join(f" {x}" for x in (argv or sys.argv[1:])),
-           "cpu": f"{cpu['cpu_model']} ({', '.join(k for k, v in cpu['isa'].items() if v)})",
-           "torch": torch.__version__, "threads": a.threads, "load": (load0, os.getloadavg()[0]), "rows": rows}
-    write_results(a.results_dir, "optimizer_step", res, markdown(res))
-    return 0
+    return run_over_cases("optimizer_step", __doc__, measure, markdown, argv, threads=2)
 
 
 if __name__ == "__main__":
