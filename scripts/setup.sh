@@ -40,7 +40,8 @@ import importlib
 for name in ("torch", "torchvision", "torch.onnx", "timm", "accelerate", "sklearn.metrics", "scipy.stats",
              "matplotlib.pyplot", "edgekd.cli", "edgekd.train",  # train
              "onnx", "onnxruntime", "onnxslim", "openvino", "nncf", "edgekd.export.pipeline",  # export
-             "pytorch_grad_cam", "edgekd.explain.cam"):  # explain
+             "pytorch_grad_cam", "edgekd.explain.cam",  # explain
+             "pydicom", "torch.utils.tensorboard", "ray", "pytest"):  # DICOM data, trackers, cluster, the tests
     try:  # the extras not installed are skipped
         importlib.import_module(name)
     except ImportError:
