@@ -21,10 +21,11 @@ fi
 # uv installs: the quickstart's setup stage took half pip's time (benchmarks/results/quickstart_time.md
 # vs its record at 42a478e). torch first, pinned to the pair that imports together (scripts/constraints.txt), from this machine's
 # wheel folders where it has them (LOCAL_WHEELS; elsewhere uv takes PyPI's build). Then edgekd and its extras (same
-# constraints). Nothing is byte-compiled in bulk: most of what gets installed is never imported. Last, one import of
-# what edgekd's stages load writes the .pyc of those modules only: where PYTHONDONTWRITEBYTECODE is set (this sandbox
-# sets it) nothing else would, and every stage would recompile its imports (the setup stage of quickstart_time.md
-# vs its record at 7d90dc9, which compiled the extras in bulk).
+# constraints), byte-compiled in bulk only with the dev extra: the test suite starts hundreds of interpreters that
+# import nearly everything, while the quickstart's few stages import a known set and compiling the rest only
+# lengthened its setup stage (quickstart_time.md vs its record at 7d90dc9). Last, one import of what edgekd's stages load
+# writes the .pyc of those modules: where PYTHONDONTWRITEBYTECODE is set (this sandbox sets it) nothing else would,
+# and every stage would recompile its imports.
 LOCAL_WHEELS=${LOCAL_WHEELS:-/opt/wheels /opt/pypi/files /opt/pypi-more/files}
 FIND_LINKS=()
 for d in $LOCAL_WHEELS; do [ -d "$d" ] && FIND_LINKS+=(--find-links "$d"); done
@@ -33,7 +34,8 @@ if [ ! -x .venv/bin/uv ]; then  # the machine's pip puts uv in (pip >= 22.3); el
 fi
 UV=(.venv/bin/uv pip install -q --python .venv/bin/python -c scripts/constraints.txt)
 "${UV[@]}" "${FIND_LINKS[@]}" torch torchvision
-"${UV[@]}" -e ".[$EXTRAS]"
+COMPILE=(); [[ ",$EXTRAS," == *,dev,* ]] && COMPILE=(--compile-bytecode)
+"${UV[@]}" "${COMPILE[@]}" -e ".[$EXTRAS]"
 env -u PYTHONDONTWRITEBYTECODE .venv/bin/python - <<'EOF'
 import importlib
 
