@@ -81,7 +81,7 @@ def markdown(res: dict) -> str:
     for r in res["rows"]:
         lines.append(f"| {r['size']} | {r['seed']} | {r['train_s']:.0f} | {r['step_s']:.3f} | {r['accuracy']:.3f} | "
                      f"{cell(r['int8'].get('onnx-int8'))} | {cell(r['int8'].get('openvino-int8'))} | {r['export_s']:.0f} |")
-    base, *others = res["summary"]
+    base = res["summary"][0]
     lines += ["", "Means over seeds:", ""]
     for s in res["summary"]:
         lines.append(f"- {s['size']} px: training {s['train_s']:.0f} s ({s['train_s'] / base['train_s']:.2f}x the "

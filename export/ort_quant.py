@@ -253,12 +253,15 @@ def nncf_ort_kwargs(architecture: str, overflow_fix: bool | None = None) -> dict
     return kw
 
 
-def _nncf_data(model: Any, calib: CalibrationSet) -> Any:
-    """The calibration images as an `nncf.Dataset` of batch-1 ONNX feeds."""
+def _nncf_ptq(model: Any, calib: CalibrationSet, float_nodes: list[str], **kw: Any) -> Any:
+    """NNCF's PTQ of the ONNX `model` on every calibration image (batch-1 feeds), fast bias correction,
+    `float_nodes` ignored; `kw`: the scheme (`nncf_ort_kwargs`, a preset). Returns the Q/DQ ModelProto."""
     import nncf
 
     name = model.graph.input[0].name
-    return nncf.Dataset([{name: calib.x[i : i + 1]} for i in range(len(calib))])
+    data = nncf.Dataset([{name: calib.x[i : i + 1]} for i in range(len(calib))])
+    return nncf.quantize(model, data, subset_size=len(calib), fast_bias_correction=True,
+                         ignored_scope=nncf.IgnoredScope(names=float_nodes, validate=False), **kw)
 
 
 def nncf_bias_correct(model: Any, calib: CalibrationSet, architecture: str, float_nodes: list[str]) -> int:
@@ -273,12 +276,9 @@ def nncf_bias_correct(model: Any, calib: CalibrationSet, architecture: str, floa
     """
     import copy
 
-    import nncf
     from onnx import numpy_helper
 
-    corrected = nncf.quantize(copy.deepcopy(model), _nncf_data(model, calib), subset_size=len(calib),
-                              fast_bias_correction=True, ignored_scope=nncf.IgnoredScope(names=float_nodes, validate=False),
-                              **nncf_ort_kwargs(architecture))
+    corrected = _nncf_ptq(copy.deepcopy(model), calib, float_nodes, **nncf_ort_kwargs(architecture))
     new = {i.name: i for i in corrected.graph.initializer}
     biases = {n.input[2] for n in model.graph.node if n.op_type in ("Conv", "Gemm") and len(n.input) > 2}
     changed = 0
@@ -302,9 +302,8 @@ def quantize_nncf(model: Any, dst: Path, calib: CalibrationSet, architecture: st
     import nncf
     import onnx
 
-    q = nncf.quantize(model, _nncf_data(model, calib), subset_size=len(calib), preset=nncf.QuantizationPreset.MIXED,
-                      fast_bias_correction=True, ignored_scope=nncf.IgnoredScope(names=float_nodes, validate=False),
-                      **nncf_ort_kwargs(architecture, overflow_fix=cfg.reduce_range))
+    q = _nncf_ptq(model, calib, float_nodes, preset=nncf.QuantizationPreset.MIXED,
+                  **nncf_ort_kwargs(architecture, overflow_fix=cfg.reduce_range))
     moved = activations_to_uint8(q)
     onnx.save(q, str(dst))
     return (f"NNCF PTQ (mixed preset, fast bias correction{', overflow fix' if cfg.reduce_range else ''}) as QDQ "
